@@ -1,0 +1,67 @@
+"""Printing for the CLI: results on stdout (a table, or JSON), logs and progress on stderr."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+out = Console(highlight=False, soft_wrap=True)  # stdout: results
+err = Console(stderr=True, highlight=False)  # stderr: logs, progress, next-step hints
+
+
+def setup_logging(debug: bool = False, quiet: bool = False) -> None:
+    """Library code logs through `logging`; here it goes to stderr (rich on a terminal, plain text else)."""
+    level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
+    root = logging.getLogger("nascli")
+    root.handlers.clear()
+    if err.is_terminal:
+        handler: logging.Handler = RichHandler(console=err, show_path=False, show_time=False, markup=False)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:  # log files get no colour codes
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+
+
+def set_quiet(quiet: bool) -> None:
+    if quiet:
+        logging.getLogger("nascli").setLevel(logging.WARNING)
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def print_table(rows: Sequence[dict], columns: Iterable[str] | None = None, title: str | None = None) -> None:
+    columns = list(columns or (rows[0].keys() if rows else []))
+    table = Table(title=title, show_lines=False)
+    for c in columns:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*(_cell(r.get(c)) for c in columns))
+    out.print(table)
+
+
+def print_json(obj: Any) -> None:
+    out.file.write(json.dumps(obj, indent=2, default=str) + "\n")
+    out.file.flush()
+
+
+def say(message: str) -> None:
+    """A line for the person at the terminal (what was written, what to run next): stderr."""
+    err.print(message, markup=False, highlight=False)
+
+
+def next_step(command: str) -> None:
+    say(f"Next: {command}")

@@ -1,0 +1,20 @@
+"""The one option vocabulary every subcommand shares (STYLE: same flag, same meaning, everywhere)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+RunDir = Annotated[Path, typer.Option("--run-dir", "-r", help="Run directory: where this step reads its inputs and writes its outputs.")]
+Recipe = Annotated[Optional[Path], typer.Option("--recipe", help="YAML recipe; command-line options override its values.")]
+DataRoot = Annotated[Optional[Path], typer.Option("--data-root", help="Folder the paths in the list files are relative to.")]
+TrainList = Annotated[Optional[Path], typer.Option("--train-list", help="List file of training pairs: `IMAGE MASK` per line.")]
+ValList = Annotated[Optional[Path], typer.Option("--val-list", help="List file of validation pairs: `IMAGE MASK` per line.")]
+NumClasses = Annotated[Optional[int], typer.Option("--num-classes", help="Number of classes (default: count the lines of classes.txt beside the lists).")]
+Device = Annotated[str, typer.Option("--device", help="cpu, cuda or cuda:N.")]
+Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; on CPU the same seed gives the same result.")]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout instead of a table.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output on stderr.")]
+InputSize = Annotated[Optional[str], typer.Option("--input-size", help="HxW, e.g. 128x128 or 360x480.")]

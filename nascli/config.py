@@ -1,0 +1,288 @@
+"""Recipes: one validated settings tree shared by every step.
+
+Where a value comes from, later wins: the defaults below (sized for a CPU and the demo data) <- the run
+directory's recipe (what the first step on that run resolved) <- `--recipe FILE` <- command-line flags.
+Unknown keys fail with a did-you-mean; wrong types and ranges fail naming the file or the flag.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nascli.errors import ConfigError
+
+DEFAULT_OPS = ["conv1x1", "conv3x3", "sep_conv_3x3", "sep_conv_5x5", "conv3x3_dil3", "sep_conv_3x3_dil3",
+               "sep_conv_5x5_dil6"]
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SpaceConfig(_Section):
+    """The Adelaide decoder space (SPEC 3.1)."""
+
+    op_names: list[str] = Field(default_factory=lambda: list(DEFAULT_OPS), min_length=1, max_length=36)
+    agg_size: int = Field(64, ge=1)
+    agg_concat: bool = True
+    sep_repeats: int = Field(1, ge=1)
+    backbone: str = "mobilenet_v2"
+
+    @field_validator("op_names")
+    @classmethod
+    def _known_ops(cls, names: list[str]) -> list[str]:
+        from nascli.zoo.ops import OPS  # the operator table is the source of truth for names
+
+        for n in names:
+            if n not in OPS:
+                close = difflib.get_close_matches(n, list(OPS), n=1)
+                raise ValueError(f"unknown op {n!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + f"; known: {', '.join(OPS)}")
+        if len(set(names)) != len(names):
+            raise ValueError("op names repeat")
+        return names
+
+
+class AugmentConfig(_Section):
+    """Training augmentation (albumentations); evaluation uses none of it."""
+
+    scale_min: float = Field(0.5, gt=0)
+    scale_max: float = Field(2.0, gt=0)
+    hflip: float = Field(0.5, ge=0, le=1)
+    color_jitter: float = Field(0.5, ge=0, le=1)
+    blur_sharpen: float = Field(0.2, ge=0, le=1)
+    cutout: float = Field(0.0, ge=0, le=1)
+
+
+class DataConfig(_Section):
+    data_root: Optional[Path] = None
+    train_list: Optional[Path] = None
+    val_list: Optional[Path] = None
+    num_classes: Optional[int] = Field(None, ge=1, le=255)
+    class_names: Optional[list[str]] = None
+    ignore_index: int = Field(255, ge=0, le=255)
+    input_size: tuple[int, int] = (96, 96)  # training crop HxW; also where MACs and latency are measured
+    eval_scale: float = Field(1.0, gt=0, le=4)  # images resized by this for eval; logits resized back to the label
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    workers: int = Field(0, ge=0)
+
+    @field_validator("input_size")
+    @classmethod
+    def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 16:
+            raise ValueError("each side must be at least 16 pixels")
+        return v
+
+
+class TrainConfig(_Section):
+    """How one network is trained: a candidate during search, or the final model in `train`."""
+
+    epochs: int = Field(2, ge=1)
+    batch_size: int = Field(16, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(3e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    scheduler: Literal["step", "cosine", "none"] = "cosine"
+    step_epochs: int = Field(5, ge=1)  # StepLR period
+    step_gamma: float = Field(0.5, gt=0, le=1)
+    mode: Literal["cached", "full"] = "cached"  # cached: frozen encoder, features computed once
+    cache_views: int = Field(2, ge=1)  # augmented views per image kept in the feature cache
+    max_train_images: Optional[int] = Field(None, ge=1)  # subsample the training list (search proxy)
+    max_val_images: Optional[int] = Field(None, ge=1)
+    sep_repeats: Optional[int] = Field(None, ge=1)  # final training may deepen the separable ops
+
+
+class SearchConfig(_Section):
+    algo: Literal["adelaide-ea", "random", "fast-nas"] = "adelaide-ea"
+    random_samples: int = Field(8, ge=0)
+    mutate_samples: int = Field(8, ge=0)
+    samples: int = Field(8, ge=0)  # fast-nas: controller samples
+    objectives: list[str] = Field(default_factory=lambda: ["miou", "macs"])
+    max_macs: Optional[int] = Field(None, gt=0)
+    max_params: Optional[int] = Field(None, gt=0)
+    max_latency_ms: Optional[float] = Field(None, gt=0)
+    max_retries: int = Field(200, ge=1)  # consecutive rejected or duplicate proposals before giving up
+    measure_latency: bool = False
+    latency_threads: int = Field(2, ge=1)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, v: list[str]) -> list[str]:
+        from nascli.pareto.front import OBJECTIVES
+
+        for name in v:
+            if name not in OBJECTIVES:
+                close = difflib.get_close_matches(name, list(OBJECTIVES), n=1)
+                raise ValueError(f"unknown objective {name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+                                 + f"; known: {', '.join(OBJECTIVES)}")
+        if len(v) < 1 or len(set(v)) != len(v):
+            raise ValueError("give one or more distinct objectives")
+        return v
+
+
+class FastNasConfig(_Section):
+    """Fast-NAS (SPEC 3.2): RL controller and progressive training."""
+
+    hidden: int = Field(100, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    clip: float = Field(0.1, gt=0)
+    grad_clip: float = Field(2.0, gt=0)
+    baseline_decay: float = Field(0.95, ge=0, lt=1)
+    entropy: float = Field(0.0, ge=0)
+    ppo_epochs: int = Field(4, ge=1)
+    batch: int = Field(4, ge=1)  # rollouts per PPO update
+    termination_delta: float = Field(0.9, gt=0)
+    termination_decay: float = Field(0.99, ge=0, lt=1)
+    stage2_epochs: int = Field(1, ge=0)
+    stage2_lr: float = Field(1e-4, gt=0)
+    aux_weight: float = Field(0.15, ge=0)
+    polyak_stage1: float = Field(0.9, ge=0, lt=1)
+    polyak_stage2: float = Field(0.99, ge=0, lt=1)
+    teacher: Optional[Path] = None
+    distill_weight: float = Field(0.3, ge=0)
+
+
+class Recipe(_Section):
+    seed: int = 0
+    device: str = "cpu"
+    threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    candidate: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, mode="full", lr=1e-3, cache_views=1))
+    pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, mode="full", lr=1e-3))
+    fast_nas: FastNasConfig = Field(default_factory=FastNasConfig)
+
+
+# ------------------------------------------------------------------------------------------------
+def read_yaml(path: Path) -> dict:
+    """Read a recipe file: YAML (safe loader only), a mapping at the top."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"recipe {path} not found", hint="check the --recipe path") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"recipe {path} cannot be read ({e})", hint="a recipe is a UTF-8 YAML text file") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        raise ConfigError(f"recipe {path}{line} is not valid YAML ({getattr(e, 'problem', e)})",
+                          hint="fix the YAML syntax; see recipes/ for examples") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"recipe {path} must be a mapping of settings, not a {type(data).__name__}",
+                          hint="see recipes/adelaide_ea.yml for the layout")
+    return data
+
+
+def deep_merge(base: dict, update: dict) -> dict:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def dotted(overrides: dict[str, Any]) -> dict:
+    """{'search.random_samples': 4} -> {'search': {'random_samples': 4}}; None values are dropped so that
+    an option the user did not give never overrides the recipe."""
+    tree: dict = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        node = tree
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def _field_names(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names at `loc` (without its last part) inside `model`, for did-you-mean."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def build_recipe(layers: list[tuple[str, dict]], flags: dict[str, str] | None = None) -> Recipe:
+    """Merge (source, settings) layers in order and validate once.
+
+    `source` names where a layer came from (a file path, 'the run directory', 'options') for errors;
+    `flags` maps dotted keys to the command-line flag that set them, so errors name the flag.
+    """
+    merged: dict = {}
+    origin: dict[str, str] = {}
+    for source, layer in layers:
+        merged = deep_merge(merged, layer)
+        for key in _leaf_keys(layer):
+            origin[key] = source
+    try:
+        return Recipe.model_validate(merged)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = tuple(str(p) for p in err["loc"])
+        key = ".".join(loc)
+        flag = (flags or {}).get(key)
+        where = f"option {flag}" if flag and origin.get(key) == "options" else f"{origin.get(_prefix(origin, key), 'recipe')}: {key}"
+        if err["type"] == "extra_forbidden":
+            close = difflib.get_close_matches(loc[-1], _field_names(Recipe, loc), n=1)
+            hint = f"did you mean {'.'.join(loc[:-1] + (close[0],))!r}?" if close else "see recipes/adelaide_ea.yml for the known keys"
+            raise ConfigError(f"{where}: unknown setting", hint=hint) from None
+        msg = err["msg"].removeprefix("Value error, ")
+        got = err.get("input")
+        shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+        raise ConfigError(f"{where}: {msg}{shown}", hint="fix the value; see recipes/adelaide_ea.yml for an example") from None
+
+
+def _leaf_keys(tree: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k, v in tree.items():
+        path = f"{prefix}{k}"
+        keys += _leaf_keys(v, path + ".") if isinstance(v, dict) and v else [path]
+    return keys
+
+
+def _prefix(origin: dict[str, str], key: str) -> str:
+    """The longest key in `origin` that `key` starts with (errors deep inside a list or dict value)."""
+    while key and key not in origin:
+        key = key.rpartition(".")[0]
+    return key
+
+
+def parse_size(text: str, flag: str = "--input-size") -> tuple[int, int]:
+    """'128x96' -> (128, 96) as (H, W); a single number means a square."""
+    from nascli.errors import UsageError
+
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        sizes = [int(p) for p in parts]
+    except ValueError:
+        sizes = []
+    if len(sizes) == 1:
+        sizes = sizes * 2
+    if len(sizes) != 2 or min(sizes) < 1:
+        raise UsageError(f"option {flag}: {text!r} is not a size", hint="write HxW, e.g. 128x128 or 360x480")
+    return sizes[0], sizes[1]
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,54 @@
+"""Objectives and the non-dominated set (no torch here: a front is a table operation)."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+# objective name -> (column in result.csv, +1 to maximise / -1 to minimise)
+OBJECTIVES: dict[str, tuple[str, int]] = {
+    "miou": ("mIOU", +1),
+    "macs": ("flops", -1),
+    "flops": ("flops", -1),  # SPEC's column name for MACs; same objective
+    "params": ("parameters", -1),
+    "latency": ("latency_ms", -1),
+    "reward": ("reward", +1),
+}
+
+
+def objective_matrix(table: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
+    """Rows x objectives, signed so that larger is better for every column."""
+    cols = []
+    for name in objectives:
+        column, sign = OBJECTIVES[name]
+        cols.append(sign * pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float))
+    return np.stack(cols, axis=1) if cols else np.zeros((len(table), 0))
+
+
+def non_dominated(points: np.ndarray) -> np.ndarray:
+    """Boolean mask of rows no other row dominates (>= in every column, > in one; larger is better).
+
+    Rows with a NaN objective are never on the front. Equal rows do not dominate each other.
+    """
+    n = len(points)
+    valid = ~np.isnan(points).any(axis=1) if n else np.zeros(0, bool)
+    keep = valid.copy()
+    for i in np.flatnonzero(valid):
+        others = points[valid]
+        dominated = np.all(others >= points[i], axis=1) & np.any(others > points[i], axis=1)
+        keep[i] = not dominated.any()
+    return keep
+
+
+def pareto_front(table: pd.DataFrame, objectives: Sequence[str], status_ok: bool = True) -> pd.DataFrame:
+    """The non-dominated rows of `table` (only rows with status 'ok' when the column exists)."""
+    if status_ok and "status" in table.columns:
+        table = table[table["status"] == "ok"]
+    if table.empty:
+        return table
+    mask = non_dominated(objective_matrix(table, objectives))
+    first_col, first_sign = OBJECTIVES[objectives[0]]
+    front = table[mask]
+    return front.sort_values(first_col, ascending=first_sign < 0, kind="stable")

@@ -1,0 +1,52 @@
+"""The decoder operator vocabulary (SPEC 3.1): name -> constructor(channels, sep_repeats).
+
+Every op keeps channels and spatial size (stride 1). Convs have no bias (BN follows), BN is affine,
+and there is no ReLU before an op; each ends in BN -> ReLU.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from torch import nn
+
+
+def conv_bn_relu(c_in: int, c_out: int, k: int = 1, dilation: int = 1) -> nn.Sequential:
+    pad = dilation * (k - 1) // 2
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, k, padding=pad, dilation=dilation, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
+
+
+def sep_conv(c: int, k: int, dilation: int = 1, repeats: int = 1) -> nn.Sequential:
+    """[depthwise kxk (dilated) -> pointwise 1x1 -> BN -> ReLU] x repeats."""
+    pad = dilation * (k - 1) // 2
+    layers: list[nn.Module] = []
+    for _ in range(repeats):
+        layers += [
+            nn.Conv2d(c, c, k, padding=pad, dilation=dilation, groups=c, bias=False),
+            nn.Conv2d(c, c, 1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ReLU(inplace=True),
+        ]
+    return nn.Sequential(*layers)
+
+
+OpBuilder = Callable[[int, int], nn.Module]
+
+OPS: dict[str, OpBuilder] = {
+    "conv1x1": lambda c, r: conv_bn_relu(c, c, 1),
+    "conv3x3": lambda c, r: conv_bn_relu(c, c, 3),
+    "conv3x3_dil3": lambda c, r: conv_bn_relu(c, c, 3, dilation=3),
+    "conv3x3_dil12": lambda c, r: conv_bn_relu(c, c, 3, dilation=12),
+    "sep_conv_3x3": lambda c, r: sep_conv(c, 3, 1, r),
+    "sep_conv_5x5": lambda c, r: sep_conv(c, 5, 1, r),
+    "sep_conv_3x3_dil3": lambda c, r: sep_conv(c, 3, 3, r),
+    "sep_conv_5x5_dil6": lambda c, r: sep_conv(c, 5, 6, r),
+}
+
+
+def make_op(name: str, channels: int, sep_repeats: int = 1) -> nn.Module:
+    return OPS[name](channels, sep_repeats)
