@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)  # stdout: results
-err = Console(stderr=True, highlight=False)  # stderr: logs, progress, next-step hints
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # stderr: logs, progress, next-step hints
 
 
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:

@@ -2,6 +2,107 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated, Optional
+
 import typer
 
+from nascli.cli import console
+from nascli.cli.options import DataRoot, Json, NumClasses, TrainList, ValList
+from nascli.errors import CheckFailed, UsageError
+
 app = typer.Typer(help="Check a list-file dataset, or make the built-in demo dataset.", no_args_is_help=True)
+
+Lists = Annotated[Optional[list[Path]], typer.Option("--list", "-l", metavar="<path>", help="List file to check (`IMAGE MASK` per line); repeat for several.")]
+IgnoreIndex = Annotated[int, typer.Option("--ignore-index", min=0, max=255, help="Mask value that means 'not labelled'.")]
+Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Open only the first N samples of each list (syntax is checked on every line).")]
+
+
+@app.command("check")
+def check(
+    data_root: DataRoot = None,
+    lists: Lists = None,
+    train_list: TrainList = None,
+    val_list: ValList = None,
+    num_classes: NumClasses = None,
+    ignore_index: IgnoreIndex = 255,
+    limit: Limit = None,
+    json_out: Json = False,
+) -> None:
+    """Check list files up front: syntax, missing or unreadable files, size mismatches, mask values.
+
+    Prints one `file:line: problem` line per problem, then a summary; exits 4 if there were any.
+    Without --num-classes the classes come from classes.txt beside the first list (or in --data-root).
+
+    Example:
+
+    \b
+      nascli data check --data-root data/demo --list data/demo/train.txt --list data/demo/val.txt
+      nascli data check --data-root ../shared/data/camvid --train-list ../shared/data/camvid/train.txt --num-classes 11
+    """
+    from nascli.data.check import check_list
+
+    files = [*(lists or []), *([train_list] if train_list else []), *([val_list] if val_list else [])]
+    if not files:
+        raise UsageError("no list file to check", hint="give --list FILE (repeat it for several lists)")
+    num_classes = _num_classes(num_classes, files[0], data_root)
+    checked, problems = 0, []
+    for f in files:
+        n, found = check_list(f, data_root, num_classes, ignore_index, limit)
+        checked += n
+        problems += found
+    bad = len({(p.file, p.line) for p in problems})
+    summary = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {bad} of {checked} samples"
+               if problems else f"{checked} samples in {len(files)} list file{'s' if len(files) != 1 else ''}: no problems")
+    if json_out:
+        console.print_json({"checked": checked, "num_classes": num_classes, "ignore_index": ignore_index,
+                            "problems": [p.to_dict() for p in problems]})
+    else:
+        for p in problems:
+            typer.echo(str(p))
+        typer.echo(summary)
+    if problems:
+        raise CheckFailed(summary, hint="fix the lines listed (file:line), then run the check again")
+
+
+def _num_classes(given: int | None, first_list: Path, data_root: Path | None) -> int | None:
+    """--num-classes, else the length of classes.txt, else None (value ranges then go unchecked)."""
+    from nascli.data.listfile import find_classes_file, read_class_names
+
+    if given is not None:
+        return given
+    found = find_classes_file(first_list, data_root)
+    if found is None:
+        console.say("No --num-classes and no classes.txt found: mask values are not range-checked.")
+        return None
+    n = len(read_class_names(found))
+    console.say(f"Using {n} classes from {found}.")
+    return n
+
+
+@app.command("demo")
+def demo(
+    out: Annotated[Path, typer.Argument(help="Folder to write (new, empty, or an earlier demo dataset).")],
+    seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
+    size: Annotated[int, typer.Option("--size", min=16, help="Image side in pixels.")] = 128,
+    n_train: Annotated[int, typer.Option("--train", min=1, help="Number of training images.")] = 240,
+    n_val: Annotated[int, typer.Option("--val", min=1, help="Number of validation images.")] = 60,
+) -> None:
+    """Write the built-in demo dataset: textured shapes whose class only their outline reveals.
+
+    VOC layout: JPEGImages/, SegmentationClass/ (palette PNG masks, 255 = ignore), train.txt, val.txt,
+    classes.txt. Seeded: the same options give byte-identical files.
+
+    Example:
+
+    \b
+      nascli data demo data/demo
+      nascli data demo /tmp/tiny --size 48 --train 24 --val 8 --seed 1
+    """
+    from nascli.data.demo import CLASS_NAMES, make_demo
+
+    make_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+    console.say(f"Wrote {n_train} training and {n_val} validation images ({size}x{size}, "
+                f"{len(CLASS_NAMES)} classes) to {out}")
+    console.next_step(f"nascli search -r runs/demo --data-root {out} --train-list {out / 'train.txt'} "
+                      f"--val-list {out / 'val.txt'}")

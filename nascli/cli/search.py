@@ -2,9 +2,165 @@
 
 from __future__ import annotations
 
-from nascli.errors import UsageError
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from nascli.cli import console, options
+from nascli.config import parse_size
+from nascli.rundir import RunDir
+
+log = logging.getLogger("nascli")
+
+FLAGS = {
+    "search.algo": "--algo", "search.random_samples": "--random-samples", "search.mutate_samples": "--mutate-samples",
+    "search.samples": "--samples", "candidate.epochs": "--epochs", "candidate.batch_size": "--batch-size",
+    "data.input_size": "--input-size", "seed": "--seed", "search.objectives": "--objectives",
+    "search.max_macs": "--max-macs", "search.max_params": "--max-params", "search.max_latency_ms": "--max-latency-ms",
+    "candidate.mode": "--candidate-training", "device": "--device", "data.num_classes": "--num-classes",
+    "data.data_root": "--data-root", "data.train_list": "--train-list", "data.val_list": "--val-list",
+    "threads": "--threads", "search.measure_latency": "--measure-latency",
+}
 
 
-def search() -> None:
-    """Not available yet."""
-    raise UsageError("`nascli search` is not available yet", hint="see README.md for what works today")
+def search(
+    algo: Annotated[Optional[str], typer.Option("--algo", help="adelaide-ea (default), random or fast-nas.")] = None,
+    run_dir: options.RunDir = Path("runs/default"),
+    recipe: options.Recipe = None,
+    data_root: options.DataRoot = None,
+    train_list: options.TrainList = None,
+    val_list: options.ValList = None,
+    num_classes: options.NumClasses = None,
+    random_samples: Annotated[Optional[int], typer.Option("--random-samples", help="adelaide-ea/random: candidates sampled uniformly.")] = None,
+    mutate_samples: Annotated[Optional[int], typer.Option("--mutate-samples", help="adelaide-ea: children mutated from the Pareto front.")] = None,
+    samples: Annotated[Optional[int], typer.Option("--samples", help="fast-nas: candidates the controller samples.")] = None,
+    epochs: Annotated[Optional[int], typer.Option("--epochs", help="Training epochs per candidate.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Batch size of candidate training.")] = None,
+    input_size: options.InputSize = None,
+    objectives: Annotated[Optional[str], typer.Option("--objectives", help="Comma-separated: miou plus macs, params or latency.")] = None,
+    max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Reject candidates over this many MACs before training.")] = None,
+    max_params: Annotated[Optional[int], typer.Option("--max-params", help="Reject candidates over this many parameters.")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Reject candidates slower than this (measured, eager, --device).")] = None,
+    measure_latency: Annotated[Optional[bool], typer.Option("--measure-latency/--no-measure-latency", help="Record each candidate's latency.")] = None,
+    candidate_training: Annotated[Optional[str], typer.Option("--candidate-training", help="cached (frozen encoder, features computed once) or full.")] = None,
+    encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,
+    seed: options.Seed = None,
+    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads.")] = None,
+    json_out: options.Json = False,
+    quiet: options.Quiet = False,
+) -> None:
+    """Search decoder architectures; re-running the same command resumes a stopped search.
+
+    Writes RUN/search/result.csv (every candidate), pareto_front.csv and each candidate's weights.
+
+    Example:
+
+    \b
+      nascli data demo data/demo
+      nascli search --algo adelaide-ea -r runs/demo --data-root data/demo \\
+          --train-list data/demo/train.txt --val-list data/demo/val.txt \\
+          --random-samples 4 --mutate-samples 4 --epochs 1
+    """
+    from nascli.steps import common
+    from nascli.steps import search as step
+
+    console.set_quiet(quiet)
+    values = {
+        "search.algo": algo, "search.random_samples": random_samples, "search.mutate_samples": mutate_samples,
+        "search.samples": samples, "candidate.epochs": epochs, "candidate.batch_size": batch_size,
+        "data.input_size": parse_size(input_size) if input_size else None, "seed": seed,
+        "search.objectives": [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None,
+        "search.max_macs": max_macs, "search.max_params": max_params, "search.max_latency_ms": max_latency_ms,
+        "search.measure_latency": measure_latency, "candidate.mode": candidate_training, "device": device,
+        "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
+        "data.train_list": train_list, "data.val_list": val_list,
+    }
+    run = RunDir(run_dir)
+    cfg = common.load_recipe(run, recipe, values, FLAGS)
+    with SearchProgress(enabled=not quiet) as progress:
+        result = step.run(cfg, run, encoder_weights=encoder, progress=progress)
+    _report(result, cfg, json_out)
+
+
+def _report(result, cfg, json_out: bool) -> None:
+    from nascli.steps.search import objective_columns
+
+    front = result.front
+    cols = ["encoding", "mIOU", "flops", "parameters", "input_size"] + [
+        c for c in objective_columns(result.objectives) if c not in ("mIOU", "flops", "parameters")]
+    if json_out:
+        console.print_json({
+            "run_dir": str(result.run_dir), "candidates": len(result.records), "objectives": result.objectives,
+            "result_csv": str(result.result_csv), "pareto_front_csv": str(result.front_csv),
+            "front": front[cols].to_dict(orient="records") if len(front) else [],
+            "resumed_from": result.resumed_from, "recovered": result.recovered, **result.stats,
+        })
+    else:
+        if len(front):
+            console.print_table(front[cols].to_dict(orient="records"), cols,
+                                title=f"Pareto front ({' vs '.join(result.objectives)}), {len(front)} of {len(result.records)} candidates")
+        failed = sum(r.get("status") != "ok" for r in result.records)
+        extra = f"; {failed} failed" if failed else ""
+        extra += f"; {result.stats['rejected']} proposals rejected by constraints" if result.stats.get("rejected") else ""
+        console.say(f"{len(result.records)} candidates in {result.result_csv}{extra} "
+                    f"({result.seconds:.0f} s this session)")
+    console.next_step(f"nascli pareto -r {result.run_dir}   then   nascli train -r {result.run_dir}")
+
+
+class SearchProgress:
+    """Progress on stderr: a live bar on a terminal, one log line per candidate otherwise."""
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.live = enabled and console.err.is_terminal
+        self.bar = None
+        self.task = None
+        self.started = time.perf_counter()
+        self.done_this_session = 0
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console.err,
+                                transient=False)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def __call__(self, event: dict) -> None:
+        if not self.enabled:
+            return
+        kind = event["event"]
+        if kind == "cache":
+            self._show("encoding features", event["done"], event["total"], "")
+        elif kind == "candidate":
+            self._show("search", event["index"], event["total"], f"{event['phase']} {event['encoding']}")
+        elif kind == "record":
+            r = event["record"]
+            best = event.get("best_miou")
+            info = f"best mIoU {best:.4f}" if best is not None else ""
+            self._show("search", event["done"], event["total"], info)
+            if not self.live:
+                miou = r.get("mIOU")
+                miou_s = f"{miou:.4f}" if isinstance(miou, (int, float)) else "-"
+                log.info("candidate %d/%d %s %s: %s mIoU %s, %.3f GMACs, %.2f M params, %.1f s; %s",
+                         event["done"], event["total"], r["phase"], r["encoding"], r["status"], miou_s,
+                         r.get("flops", 0) / 1e9, r.get("parameters", 0) / 1e6, r.get("seconds", 0), info)
+
+    def _show(self, description: str, done: int, total: int, info: str) -> None:
+        if self.bar is None:
+            return
+        if self.task is None or self.bar.tasks[self.task].description != description:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(description, total=total, info=info)
+        self.bar.update(self.task, completed=done, total=total, info=info)

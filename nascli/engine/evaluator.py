@@ -1,0 +1,184 @@
+"""The candidate evaluator: an encoding in, a record out (cost, short training, validation metrics).
+
+Two ways to train a candidate (`candidate.mode`):
+- `cached` (default): the encoder is frozen and its taps for every augmented training view and every
+  validation image are computed once per search (FeatureCache); a candidate trains only its decoder.
+  Weights are saved decoder-only, pointing at the search's shared encoder file.
+- `full`: the whole network is trained end to end from the same encoder weights (Vega's way).
+A candidate's training is seeded from (search seed, encoding), so the same architecture gets the same
+training wherever it falls in a search, and a resumed search repeats nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from nascli.config import Recipe
+from nascli.data.listfile import SegmentationDataset, derive_seed
+from nascli.engine.checkpoint import save_checkpoint
+from nascli.engine.feature_cache import FeatureCache
+from nascli.engine.loops import (DivergedError, evaluate_logits, group_by_shape, make_optimizer, make_scheduler,
+                                 seg_loss, train_steps)
+from nascli.engine.metrics import reward
+from nascli.profile.cost import count_macs, count_params
+from nascli.profile.latency import torch_latency
+from nascli.spaces.adelaide import DIGITS, AdelaideSpace
+from nascli.zoo.adelaide import SegmentationNet, build_adelaide
+from nascli.zoo.backbones import MobileNetV2Encoder, load_encoder_weights
+
+log = logging.getLogger(__name__)
+
+
+def encoding_seed(seed: int, encoding: str) -> int:
+    return derive_seed(seed, int(encoding.lstrip("_"), len(DIGITS)))
+
+
+def size_str(size: tuple[int, int]) -> str:
+    return f"{size[0]}x{size[1]}"
+
+
+class CandidateEvaluator:
+    def __init__(self, *, recipe: Recipe, num_classes: int, train: SegmentationDataset, val: SegmentationDataset,
+                 encoder_state: dict[str, torch.Tensor], encoder_file: Path | None = None,
+                 progress: Callable[[dict], None] | None = None):
+        self.recipe = recipe
+        self.space = AdelaideSpace(recipe.space.op_names)
+        self.num_classes = num_classes
+        self.train, self.val = train, val
+        self.encoder_state = encoder_state
+        self.encoder_file = encoder_file
+        self.cfg = recipe.candidate
+        self.device = torch.device(recipe.device)
+        self.progress = progress or (lambda event: None)
+        self._cache: FeatureCache | None = None
+
+    # --- building and cost -----------------------------------------------------------------------
+    def model_kwargs(self, encoding: str) -> dict:
+        s = self.recipe.space
+        return dict(encoding=self.space.canonical(encoding), num_classes=self.num_classes, op_names=list(s.op_names),
+                    agg_size=s.agg_size, agg_concat=s.agg_concat, sep_repeats=s.sep_repeats)
+
+    def build(self, encoding: str) -> SegmentationNet:
+        return build_adelaide(**self.model_kwargs(encoding))
+
+    def cost(self, encoding: str) -> dict:
+        """MACs and parameters of the inference model at the recipe's input size (and latency if asked)."""
+        model = self.build(encoding)
+        size = tuple(self.recipe.data.input_size)
+        out: dict = {"flops": count_macs(model, size), "parameters": count_params(model), "input_size": size_str(size)}
+        search = self.recipe.search
+        if search.measure_latency or search.max_latency_ms or "latency" in search.objectives:
+            lat = torch_latency(model, size, device=str(self.device), threads=search.latency_threads, warmup=3, runs=10)
+            out["latency_ms"] = round(lat["median_ms"], 3)
+        return out
+
+    # --- training --------------------------------------------------------------------------------
+    @property
+    def cache(self) -> FeatureCache:
+        if self._cache is None:
+            encoder = MobileNetV2Encoder()
+            load_encoder_weights(encoder, self.encoder_state)
+            self._cache = FeatureCache(encoder, self.train, self.val, views=self.cfg.cache_views, device=self.device,
+                                       batch_size=self.cfg.batch_size, progress=self.progress)
+        return self._cache
+
+    def train_and_eval(self, encoding: str, seed: int, weights_path: Path | None) -> dict:
+        """Train the candidate briefly, evaluate on the validation list, save its weights."""
+        started = time.perf_counter()
+        run_seed = encoding_seed(seed, encoding)
+        torch.manual_seed(run_seed)
+        model = self.build(encoding)
+        load_encoder_weights(model.encoder, self.encoder_state)
+        model.to(self.device)
+        try:
+            if self.cfg.mode == "cached":
+                metrics = self._train_cached(model, run_seed)
+            else:
+                metrics = self._train_full(model, run_seed)
+        except DivergedError as e:
+            return {"status": "failed", "message": f"training diverged: {e}",
+                    "train_seconds": round(time.perf_counter() - started, 2)}
+        train_seconds = time.perf_counter() - started
+        if weights_path is not None:
+            self._save(model, encoding, weights_path)
+        return {
+            "status": "ok",
+            "mIOU": round(metrics["miou"], 6),
+            "fwIOU": round(metrics["fwiou"], 6),
+            "mean_acc": round(metrics["mean_acc"], 6),
+            "pixel_acc": round(metrics["pixel_acc"], 6),
+            "reward": round(reward(metrics), 6),
+            "train_seconds": round(train_seconds, 2),
+        }
+
+    def _train_cached(self, model: SegmentationNet, run_seed: int) -> dict:
+        cache = self.cache  # built on first use, shared by every candidate
+        decoder = model.decoder
+        ignore = self.recipe.data.ignore_index
+        opt = make_optimizer(decoder.parameters(), self.cfg)
+        steps = math.ceil(cache.num_train / self.cfg.batch_size)
+        sched = make_scheduler(opt, self.cfg, steps)
+        gen = torch.Generator().manual_seed(run_seed)
+        decoder.train()
+        for epoch in range(self.cfg.epochs):
+            batches = ((
+                [t.to(self.device) if t is not None else None for t in taps], masks.to(self.device))
+                for taps, masks in cache.train_batches(epoch, self.cfg.batch_size, gen))
+            train_steps(lambda b: seg_loss(decoder(b[0], b[1].shape[-2:]), b[1], ignore), batches, opt, sched,
+                        on_step=self._on_step(epoch, steps))
+        decoder.eval()
+        # Logits go straight to the label's size (the cached images may have been scaled for evaluation).
+        val = ((([t.to(self.device) if t is not None else None for t in taps], m.shape[-2:]), m.to(self.device))
+               for taps, m in cache.val_batches())
+        return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, ignore)
+
+    def _train_full(self, model: SegmentationNet, run_seed: int) -> dict:
+        ignore = self.recipe.data.ignore_index
+        opt = make_optimizer(model.parameters(), self.cfg)
+        gen = torch.Generator().manual_seed(run_seed)
+        loader = DataLoader(self.train, batch_size=self.cfg.batch_size, shuffle=True, generator=gen, drop_last=False,
+                            num_workers=self.recipe.data.workers)
+        sched = make_scheduler(opt, self.cfg, len(loader))
+        model.train()
+        for epoch in range(self.cfg.epochs):
+            self.train.set_epoch(epoch)
+            batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
+            train_steps(lambda b: seg_loss(model(b[0]), b[1], ignore), batches, opt, sched,
+                        on_step=self._on_step(epoch, len(loader)))
+        return evaluate_model(model, self.val, self.num_classes, ignore, self.cfg.batch_size, self.device)
+
+    def _on_step(self, epoch: int, steps: int):
+        return lambda step, loss: self.progress({"event": "step", "epoch": epoch, "epochs": self.cfg.epochs,
+                                                 "step": step, "steps": steps, "loss": loss})
+
+    def _save(self, model: SegmentationNet, encoding: str, path: Path) -> None:
+        meta = {"num_classes": self.num_classes, "class_names": self.recipe.data.class_names,
+                "mean": list(self.recipe.data.mean), "std": list(self.recipe.data.std),
+                "input_size": list(self.recipe.data.input_size), "ignore_index": self.recipe.data.ignore_index,
+                "encoding": self.space.canonical(encoding)}
+        spec = {"name": "adelaide", "kwargs": self.model_kwargs(encoding)}
+        if self.cfg.mode == "cached" and self.encoder_file is not None:
+            # Decoder only: every candidate shares the search's frozen encoder (saves ~9 MB a candidate).
+            state = {f"decoder.{k}": v for k, v in model.decoder.state_dict().items()}
+            encoder_file = os.path.relpath(self.encoder_file, path.parent)  # the run directory may move
+            save_checkpoint(path, {"model": spec, "state_dict": state, "meta": meta, "encoder_file": encoder_file})
+        else:
+            save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "meta": meta})
+
+
+@torch.no_grad()
+def evaluate_model(model: torch.nn.Module, data: SegmentationDataset, num_classes: int, ignore_index: int,
+                   batch_size: int, device: torch.device | str) -> dict:
+    """Validation metrics of a whole model over a dataset (logits resized to each label's size)."""
+    model.eval()
+    device = torch.device(device)
+    batches = ((x.to(device), y.to(device)) for x, y in group_by_shape((data[i] for i in range(len(data))), batch_size))
+    return evaluate_logits(model, batches, num_classes, ignore_index)

@@ -1,0 +1,129 @@
+"""What every step does first: resolve the recipe and the data, validate both, before touching the run dir."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nascli.config import Recipe, build_recipe, dotted, read_yaml, recipe_to_yaml
+from nascli.data.check import check_list
+from nascli.data.listfile import SegmentationDataset, find_classes_file, read_class_names, read_list
+from nascli.data.transforms import eval_transform, train_transform
+from nascli.errors import CheckFailed, ConfigError, DataError, UsageError
+from nascli.rundir import RunDir, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+RUN_RECIPE = "recipe.yaml"  # the latest resolved recipe of a run: later steps start from it
+DEMO_VERSION = 1
+
+
+def load_recipe(run: RunDir | None, recipe_file: Path | None, options: dict[str, Any],
+                flags: dict[str, str] | None = None) -> Recipe:
+    """defaults <- the run directory's recipe <- --recipe FILE <- command-line options (None = not given)."""
+    layers: list[tuple[str, dict]] = []
+    if run is not None and (run.path / RUN_RECIPE).is_file():
+        layers.append((str(run.path / RUN_RECIPE), read_yaml(run.path / RUN_RECIPE)))
+    if recipe_file is not None:
+        layers.append((str(recipe_file), read_yaml(recipe_file)))
+    layers.append(("options", dotted(options)))
+    return build_recipe(layers, flags)
+
+
+def save_run_recipe(run: RunDir, recipe: Recipe) -> None:
+    atomic_write_text(run.path / RUN_RECIPE, recipe_to_yaml(recipe))
+
+
+def demo_root() -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "nascli" / f"demo-v{DEMO_VERSION}"
+
+
+def resolve_data(recipe: Recipe, *, train: bool = True, val: bool = True) -> Recipe:
+    """Absolute paths, the class count and names; the built-in demo data when no data is configured."""
+    d = recipe.data
+    if d.data_root is None and d.train_list is None and d.val_list is None:
+        from nascli.data.demo import make_demo
+
+        root = demo_root()
+        if not (root / "val.txt").is_file():
+            make_demo(root)
+        log.warning("no --data-root/--train-list/--val-list given: using the built-in demo dataset at %s "
+                    "(made by `nascli data demo`)", root)
+        d.data_root, d.train_list, d.val_list = root, root / "train.txt", root / "val.txt"
+    if d.data_root is not None:
+        if not Path(d.data_root).is_dir():
+            raise DataError(f"data root {d.data_root} is not a folder", hint="check --data-root")
+        d.data_root = Path(d.data_root).resolve()
+    for name, needed, flag in (("train_list", train, "--train-list"), ("val_list", val, "--val-list")):
+        path = getattr(d, name)
+        if path is None:
+            if needed:
+                raise UsageError(f"no {flag} given", hint=f"pass {flag} FILE (a list of `IMAGE MASK` lines)")
+            continue
+        if not Path(path).is_file():
+            raise DataError(f"list file {path} not found", hint=f"check {flag}")
+        setattr(d, name, Path(path).resolve())
+    if d.class_names is None:
+        classes = find_classes_file(d.train_list or d.val_list, d.data_root)
+        if classes is not None:
+            d.class_names = read_class_names(classes)
+    if d.num_classes is None:
+        if d.class_names is None:
+            raise UsageError("the number of classes is unknown",
+                             hint="pass --num-classes N, or put classes.txt (one name per line) beside the list files")
+        d.num_classes = len(d.class_names)
+    if d.class_names is not None and len(d.class_names) != d.num_classes:
+        raise ConfigError(f"--num-classes {d.num_classes} disagrees with {len(d.class_names)} names in classes.txt",
+                          hint="drop --num-classes, or fix classes.txt")
+    return recipe
+
+
+def validate_lists(recipe: Recipe, *, train: bool = True, val: bool = True) -> None:
+    """Check every line of the lists up front (files decode, sizes match, mask values legal)."""
+    d = recipe.data
+    problems = []
+    for needed, path in ((train, d.train_list), (val, d.val_list)):
+        if needed and path is not None:
+            _, found = check_list(path, d.data_root, d.num_classes, d.ignore_index)
+            problems += found
+    if problems:
+        first = problems[0]
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        lists = " ".join(f"--list {p}" for p in (d.train_list, d.val_list) if p)
+        raise CheckFailed(f"{first}{more}",
+                          hint=f"fix the data; `nascli data check --data-root {d.data_root} {lists}` lists every problem")
+
+
+def datasets(recipe: Recipe, *, augment_seed: int | None = None, train: bool = True,
+             max_train: int | None = None, max_val: int | None = None) -> tuple[SegmentationDataset | None, SegmentationDataset]:
+    """(train with augmentation, val at evaluation scale); optional first-N subsets (search proxies)."""
+    d = recipe.data
+    train_ds = None
+    if train:
+        samples = read_list(d.train_list, d.data_root)[:max_train]
+        train_ds = SegmentationDataset(samples, train_transform(d), num_classes=d.num_classes,
+                                       ignore_index=d.ignore_index, seed=augment_seed)
+    val_samples = read_list(d.val_list, d.data_root)[:max_val]
+    val_ds = SegmentationDataset(val_samples, eval_transform(d), num_classes=d.num_classes, ignore_index=d.ignore_index)
+    return train_ds, val_ds
+
+
+def setup_torch(recipe: Recipe) -> torch.device:
+    """Threads and device; a CUDA device that is not there is a usage error, not a crash later."""
+    if recipe.threads:
+        torch.set_num_threads(recipe.threads)
+    try:
+        device = torch.device(recipe.device)
+    except RuntimeError:
+        raise UsageError(f"option --device: {recipe.device!r} is not a device", hint="use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"option --device: {recipe.device} requested but no CUDA device is available",
+                         hint="use --device cpu")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"option --device: {recipe.device!r} is not supported", hint="use cpu, cuda or cuda:N")
+    return device

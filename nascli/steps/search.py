@@ -1,0 +1,365 @@
+"""`nascli search`: the loop that owns ask -> evaluate -> record -> tell -> save state.
+
+Crash safety, in the order things are written for candidate i:
+  1. search/candidates/NNNN/weights.pth, then record.json (both atomic) right after training;
+  2. one line appended to search/records.jsonl (fsynced);
+  3. search/strategy.pt (the strategy's state and how many records it has been told), result.csv,
+     pareto_front.csv (all atomic).
+A re-run with the same settings replays from records.jsonl: records the state has not seen are told
+again, and a candidate whose record.json exists but never reached records.jsonl is recovered rather than
+trained again. Proposal i draws from a random.Random seeded from (seed, i), so the resumed search asks
+exactly what the uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import random
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+import yaml
+
+from nascli.config import Recipe, recipe_to_yaml
+from nascli.data.listfile import derive_seed
+from nascli.engine.checkpoint import load_checkpoint, save_checkpoint
+from nascli.engine.evaluator import CandidateEvaluator
+from nascli.engine.loops import group_by_shape, recalibrate_bn
+from nascli.errors import ConfigError, Interrupted, NascliError, RunDirError, UsageError
+from nascli.pareto.front import OBJECTIVES, pareto_front
+from nascli.rundir import RunDir, append_jsonl, atomic_write, atomic_write_json, atomic_write_text, read_jsonl
+from nascli.spaces.adelaide import AdelaideSpace
+from nascli.steps.common import datasets, resolve_data, save_run_recipe, setup_torch, validate_lists
+from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["index", "encoding", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
+           "latency_ms", "fwIOU", "mean_acc", "pixel_acc", "reward", "stage", "epochs", "mode", "train_seconds",
+           "seconds", "mutated_position", "weights", "message"]
+INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
+# Settings a resumed search may change: the budget and how it runs, not what a candidate's numbers mean.
+RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
+                     "device", "threads", "data.workers")
+
+
+@dataclass
+class SearchResult:
+    run_dir: Path
+    records: list[dict]
+    front: pd.DataFrame
+    objectives: list[str]
+    result_csv: Path
+    front_csv: Path
+    resumed_from: int = 0
+    recovered: int = 0
+    stats: dict = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class SerialExecutor:
+    """Evaluates one candidate at a time in this process; the loop is written for several in flight."""
+
+    max_in_flight = 1
+
+    def submit(self, fn: Callable, *args) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except Exception as e:  # KeyboardInterrupt passes through: Ctrl-C stops the search
+            future.set_exception(e)
+        return future
+
+
+def make_strategy(recipe: Recipe, space: AdelaideSpace):
+    s = recipe.search
+    if s.algo == "adelaide-ea":
+        from nascli.strategies.evolution import AdelaideEA
+
+        return AdelaideEA(space, s.random_samples, s.mutate_samples, s.objectives)
+    if s.algo == "random":
+        from nascli.strategies.evolution import RandomSearch
+
+        return RandomSearch(space, s.random_samples + s.mutate_samples)
+    if s.algo == "fast-nas":
+        from nascli.strategies.rl import FastNasController
+
+        return FastNasController(space, recipe)
+    raise UsageError(f"unknown --algo {s.algo!r}", hint="use adelaide-ea, random or fast-nas")
+
+
+def budget(recipe: Recipe) -> int:
+    s = recipe.search
+    return s.samples if s.algo == "fast-nas" else s.random_samples + s.mutate_samples
+
+
+# --- entry point -------------------------------------------------------------------------------------
+def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
+        progress: Callable[[dict], None] | None = None, executor=None) -> SearchResult:
+    """Validate everything, then search (or resume the search already in `run_dir`)."""
+    recipe = resolve_data(recipe)
+    setup_torch(recipe)
+    if "latency" in recipe.search.objectives:
+        recipe.search.measure_latency = True
+    validate_lists(recipe)
+    encoder_source = _encoder_source(run_dir, encoder_weights)
+    progress = progress or (lambda event: None)
+    with run_dir.lock("search"):
+        sdir = run_dir.sub("search")
+        _check_resumable(sdir / "config.yaml", recipe)
+        sdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(sdir / "config.yaml", recipe_to_yaml(recipe))
+        save_run_recipe(run_dir, recipe)
+        run_dir.write_status("search", "running")
+        try:
+            result = _search(recipe, run_dir, encoder_source, progress, executor or SerialExecutor())
+        except KeyboardInterrupt:
+            done = len(read_jsonl(sdir / "records.jsonl"))
+            run_dir.write_status("search", "interrupted", message=f"stopped by the user after {done} candidates")
+            raise Interrupted(f"search interrupted after {done} candidates; everything evaluated is saved",
+                              hint="run the same command again to resume") from None
+        except NascliError as e:
+            run_dir.write_status("search", "failed", message=e.message)
+            raise
+        except Exception as e:
+            run_dir.write_status("search", "failed", message=f"{type(e).__name__}: {e}")
+            raise
+        run_dir.write_status("search", "done", candidates=len(result.records), seconds=round(result.seconds, 1))
+        return result
+
+
+def _encoder_source(run_dir: RunDir, explicit: Path | None) -> Path | None:
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise UsageError(f"option --encoder: {explicit} not found", hint="give an encoder.pth from pretrain-backbone")
+        load_checkpoint(explicit)  # fail now, not after the lock, on a corrupt or unsafe file
+        return Path(explicit)
+    pre = run_dir.file("pretrain", "encoder.pth")
+    return pre if pre.is_file() else None
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_resumable(config_path: Path, recipe: Recipe) -> None:
+    """A re-run continues a search only with the settings that produced its records."""
+    if not config_path.exists():
+        return
+    try:
+        old = _flatten(yaml.safe_load(config_path.read_text()) or {})
+    except (OSError, yaml.YAMLError) as e:
+        raise RunDirError(f"{config_path} cannot be read ({e})", hint="restore it, or use a new run directory") from None
+    new = _flatten(recipe.model_dump(mode="json"))
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUMABLE_CHANGES) or old.get(key) == new.get(key):
+            continue
+        raise UsageError(f"{config_path.parent} holds a search with {key}={old.get(key)!r}; this command asks for "
+                         f"{new.get(key)!r}",
+                         hint="re-run with the same settings to resume, or use a new --run-dir for a new search")
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progress, executor) -> SearchResult:
+    started = time.perf_counter()
+    sdir = run_dir.sub("search")
+    space = AdelaideSpace(recipe.space.op_names)
+    seed = recipe.seed
+    records_path, state_path = sdir / "records.jsonl", sdir / "strategy.pt"
+    records = read_jsonl(records_path)
+    resumed_from = len(records)
+    strategy = make_strategy(recipe, space)
+    told = 0
+    if state_path.exists():
+        saved = load_checkpoint_state(state_path)
+        strategy.load_state_dict(saved["state"])
+        told = int(saved["told"])
+    for record in records[told:]:
+        strategy.tell(record)
+    if resumed_from:
+        log.info("resuming: %d candidates already evaluated in %s", resumed_from, records_path)
+
+    cfg = recipe.candidate
+    train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
+    encoder_state, encoder_file = _prepare_encoder(sdir, encoder_source, seed, train_ds, cfg.batch_size)
+    evaluator = CandidateEvaluator(recipe=recipe, num_classes=recipe.data.num_classes, train=train_ds, val=val_ds,
+                                   encoder_state=encoder_state, encoder_file=encoder_file, progress=progress)
+    total = budget(recipe)
+    stats = {"duplicates": 0, "rejected": 0}
+    seen = {r["encoding"] for r in records}
+    pending: dict[int, tuple] = {}
+    recovered = 0
+    _write_tables(sdir, records, recipe.search.objectives)
+    while True:
+        while len(pending) < executor.max_in_flight:
+            index = len(records) + len(pending)
+            proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats)
+            if proposal is None:
+                break
+            seen.add(proposal.encoding)
+            progress({"event": "candidate", "index": index, "total": total, "encoding": proposal.encoding,
+                      "phase": proposal.phase})
+            cand_dir = sdir / "candidates" / f"{index:04d}"
+            prior = _recover(cand_dir, proposal.encoding)
+            if prior is not None:
+                recovered += 1
+                future: Future = Future()
+                future.set_result(prior)
+            else:
+                future = executor.submit(_evaluate, evaluator, recipe, index, proposal, cost, cand_dir, sdir)
+            pending[index] = (proposal, future)
+        if not pending:
+            break
+        index = min(pending)  # tell in index order: the same order whatever finishes first
+        proposal, future = pending.pop(index)
+        record = future.result()
+        append_jsonl(records_path, record)
+        records.append(record)
+        strategy.tell(record)
+        _save_state(state_path, strategy, len(records))
+        _write_tables(sdir, records, recipe.search.objectives)
+        progress({"event": "record", "record": record, "done": len(records), "total": total,
+                  "best_miou": _best(records)})
+    result_csv, front_csv = sdir / "result.csv", sdir / "pareto_front.csv"
+    front = pareto_front(_table(records), recipe.search.objectives) if records else _table([])
+    return SearchResult(run_dir.path, records, front, list(recipe.search.objectives), result_csv, front_csv,
+                        resumed_from, recovered, stats, time.perf_counter() - started)
+
+
+def _propose(strategy, space: AdelaideSpace, evaluator: CandidateEvaluator, recipe: Recipe, index: int,
+             seen: set[str], stats: dict):
+    """The next new, feasible proposal (or None when the budget is spent); bounded retries."""
+    s = recipe.search
+    rng = random.Random(derive_seed(recipe.seed, index))
+    smallest: dict[str, float] = {}
+    for _ in range(s.max_retries):
+        proposal = strategy.ask(index, rng)
+        if proposal is None:
+            return None, None
+        proposal.encoding = space.canonical(proposal.encoding)
+        if proposal.encoding in seen:
+            stats["duplicates"] += 1
+            continue
+        cost = evaluator.cost(proposal.encoding)
+        violated = _violation(cost, s)
+        if violated is None:
+            return proposal, cost
+        stats["rejected"] += 1
+        key, value = violated
+        smallest[key] = min(smallest.get(key, math.inf), value)
+    detail = ", ".join(f"smallest {k} seen {v:.4g}" for k, v in smallest.items())
+    raise ConfigError(f"no new candidate satisfying the constraints after {s.max_retries} tries for candidate {index}"
+                      + (f" ({detail})" if detail else " (every proposal was a duplicate)"),
+                      hint="relax --max-macs/--max-params/--max-latency-ms, or enlarge the space (op_names)")
+
+
+def _violation(cost: dict, s) -> tuple[str, float] | None:
+    for key, limit in (("flops", s.max_macs), ("parameters", s.max_params), ("latency_ms", s.max_latency_ms)):
+        if limit is not None and cost.get(key) is not None and cost[key] > limit:
+            return key, cost[key]
+    return None
+
+
+def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposal, cost: dict, cand_dir: Path,
+              sdir: Path) -> dict:
+    started = time.perf_counter()
+    weights = cand_dir / "weights.pth"
+    result = evaluator.train_and_eval(proposal.encoding, recipe.seed, weights)
+    record = {
+        "index": index, "encoding": proposal.encoding, "phase": proposal.phase, "parent": proposal.parent or "",
+        **cost, **result, "epochs": recipe.candidate.epochs, "mode": recipe.candidate.mode,
+        "seconds": round(time.perf_counter() - started, 2),
+        "weights": str(weights.relative_to(sdir)) if weights.exists() else "",
+        **proposal.info,
+    }
+    atomic_write_json(cand_dir / "record.json", record)
+    return record
+
+
+def _recover(cand_dir: Path, encoding: str) -> dict | None:
+    """A record finished before a crash but not yet appended (so the candidate is not trained twice)."""
+    path = cand_dir / "record.json"
+    if not path.exists():
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    if record.get("encoding") != encoding:
+        return None
+    log.info("recovered candidate %s from %s", encoding, path)
+    return record
+
+
+def _prepare_encoder(sdir: Path, source: Path | None, seed: int, train_ds, batch_size: int) -> tuple[dict, Path]:
+    """The frozen (cached mode) or starting (full mode) encoder every candidate shares, fixed per search."""
+    path = sdir / "encoder.pth"
+    if path.exists():
+        return load_checkpoint(path)["state_dict"], path
+    if source is not None:
+        state = encoder_state_dict(load_checkpoint(source)["state_dict"])
+        origin = str(source)
+        log.info("encoder weights: %s", source)
+    else:
+        torch.manual_seed(derive_seed(seed, 0xE1C0DE))
+        encoder = MobileNetV2Encoder()
+        images = (x for x, _ in group_by_shape((train_ds[i] for i in range(min(len(train_ds), 256))), batch_size))
+        recalibrate_bn(encoder, images)
+        state = encoder.state_dict()
+        origin = f"random initialisation (seed {seed}), BN statistics measured on the training images"
+        log.warning("no pretrained encoder in the run directory: candidates use a randomly initialised encoder; "
+                    "`nascli pretrain-backbone -r RUN` first gives the search a far better signal")
+    save_checkpoint(path, {"model": {"name": "encoder", "kwargs": {"backbone": "mobilenet_v2"}}, "state_dict": state,
+                           "meta": {"source": origin}})
+    return state, path
+
+
+def load_checkpoint_state(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RunDirError(f"{path} is corrupt ({type(e).__name__})",
+                          hint="delete it: the search state is rebuilt from records.jsonl") from None
+
+
+def _save_state(path: Path, strategy, told: int) -> None:
+    buf = io.BytesIO()
+    torch.save({"state": strategy.state_dict(), "told": told}, buf)
+    atomic_write(path, lambda f: f.write(buf.getbuffer()))
+
+
+# --- tables -------------------------------------------------------------------------------------------
+def _table(records: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(records)
+    extra = [c for c in df.columns if c not in COLUMNS]
+    df = df.reindex(columns=COLUMNS + extra)
+    for c in INT_COLUMNS:
+        df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
+    return df
+
+
+def _write_tables(sdir: Path, records: list[dict], objectives: list[str]) -> None:
+    df = _table(records)
+    atomic_write_text(sdir / "result.csv", df.to_csv(index=False))
+    front = pareto_front(df, objectives) if len(df) else df
+    atomic_write_text(sdir / "pareto_front.csv", front.to_csv(index=False))
+
+
+def _best(records: list[dict]) -> float | None:
+    ok = [r["mIOU"] for r in records if r.get("status") == "ok" and r.get("mIOU") is not None]
+    return max(ok) if ok else None
+
+
+def objective_columns(objectives: list[str]) -> list[str]:
+    return [OBJECTIVES[o][0] for o in objectives]

@@ -1,0 +1,38 @@
+"""The model registry: one explicit table from name to keyword-only builder (no import side effects).
+
+`create_model(name, **kw)` drops None kwargs so that a CLI default never overrides a model's own.
+A checkpoint stores (name, kwargs) and rebuilds its model through here.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any, Callable
+
+from torch import nn
+
+from nascli.errors import UsageError
+from nascli.zoo import baselines
+from nascli.zoo.adelaide import build_adelaide
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "adelaide": build_adelaide,
+    "lraspp_mobilenet_v3_large": baselines.lraspp_mobilenet_v3_large,
+    "deeplabv3_mobilenet_v3_large": baselines.deeplabv3_mobilenet_v3_large,
+    "mobilenetv2_lraspp": baselines.mobilenetv2_lraspp,
+}
+# Models built on nascli's MobileNetV2 encoder: pretrained encoder weights and the feature cache apply.
+OWN_ENCODER = {"adelaide", "mobilenetv2_lraspp"}
+
+
+def check_name(name: str) -> str:
+    if name not in MODELS:
+        close = difflib.get_close_matches(name, list(MODELS), n=1)
+        raise UsageError(f"unknown model {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
+                         hint=f"known models: {', '.join(MODELS)} (see `nascli models`)")
+    return name
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    check_name(name)
+    return MODELS[name](**{k: v for k, v in kwargs.items() if v is not None})

@@ -1,0 +1,47 @@
+"""Shared fixtures: a tiny generated demo dataset, and the CLI run in-process with its output captured."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo dataset at 48x48: 24 train + 8 val images, seed 0 (train.txt, val.txt, classes.txt inside)."""
+    from nascli.data.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo") / "demo", seed=0, size=48, n_train=24, n_val=8)
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def run_cli(capsys: pytest.CaptureFixture) -> Callable[..., CliResult]:
+    """run_cli(["data", "check", ...]) or run_cli("data", "check", ...) -> CliResult(code, stdout, stderr).
+
+    Runs `nascli.cli.app.main` in this process (arguments str()-ed), so it is fast and a bug shows up as
+    exit code 1 with `Error: internal error` on stderr rather than as a traceback.
+    """
+    from nascli.cli.app import main
+
+    def run(*args) -> CliResult:
+        argv = args[0] if len(args) == 1 and isinstance(args[0], (list, tuple)) else args
+        capsys.readouterr()  # drop anything printed before this call
+        try:
+            main([str(a) for a in argv])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else 0 if e.code is None else 1
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
