@@ -1,8 +1,11 @@
-"""The demo dataset: procedurally generated, seeded, VOC-style; its classes are told apart by shape alone.
+"""The demo dataset: procedurally generated, seeded, VOC-style; texture hints at a class, shape decides it.
 
-Every region (background, distractor blobs, each shape) is painted with a texture drawn from one shared
-pool (stripes, dots, checker, smooth noise, gradients, in random colours), so a pixel's local colour and
-texture say nothing about its class: a model must see the region's outline, i.e. use context. Like VOC,
+Every region (background, distractor blobs, each shape) is painted with a texture from one shared pool
+(stripes, dots, checker, smooth noise, gradients, in random colours). Each shape class prefers one
+texture (drawn with probability `PREFERRED`, any texture otherwise) and the background prefers smooth
+ones, so a pixel's local texture is a useful but unreliable cue: telling a dotted disk from a dotted
+square, or a shape from a distractor blob, takes the region's outline, i.e. context. (With no texture
+cue at all, a network trained from scratch learns nothing in the few CPU minutes a demo has.) Like VOC,
 a thin band on every region boundary is labelled 255 (ignore). Same seed and sizes, same bytes.
 """
 
@@ -87,15 +90,24 @@ def _gradient(rng, yy, xx):
 TEXTURES: list[Texture] = [_stripes, _dots, _checker, _noise, _gradient]
 
 
-def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray) -> np.ndarray:
-    return TEXTURES[int(rng.integers(len(TEXTURES)))](rng, yy, xx)
+PREFERRED = 0.6  # how often a region takes its class's preferred texture
+_BACKGROUND_TEXTURES = (3, 4)  # smooth noise, gradient
+
+
+def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, prefer: tuple[int, ...] = ()) -> np.ndarray:
+    """A texture from the pool; with probability PREFERRED one of `prefer` (texture indices)."""
+    if prefer and rng.random() < PREFERRED:
+        kind = prefer[int(rng.integers(len(prefer)))]
+    else:
+        kind = int(rng.integers(len(TEXTURES)))
+    return TEXTURES[kind](rng, yy, xx)
 
 
 # ------------------------------------------------------------------------------------------------
 # shapes: (rng, yy, xx, size) -> HxW bool; one per class id 1..5
 def _frame(rng, yy, xx, size):
     """Centre, radius and rotated coordinates of a shape at a random place and scale."""
-    r = size * rng.uniform(0.12, 0.28)
+    r = size * rng.uniform(0.15, 0.32)
     cy, cx = rng.uniform(0.1 * size, 0.9 * size, 2)
     u, v = _rotated(rng, yy - cy, xx - cx)
     return r, u, v
@@ -134,6 +146,7 @@ def _bar(rng, yy, xx, size):
 
 
 SHAPES = [_disk, _square, _triangle, _ring, _bar]  # class id = position + 1
+SHAPE_TEXTURES = [(1,), (2,), (0,), (4,), (3,)]  # preferred texture per shape: dots, checker, stripes, ...
 
 
 def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:
@@ -149,15 +162,15 @@ def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -
 def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray]:
     """One demo sample: (size x size x 3 uint8 image, size x size uint8 mask)."""
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    image = _texture(rng, yy, xx)
+    image = _texture(rng, yy, xx, _BACKGROUND_TEXTURES)
     label = np.zeros((size, size), np.uint8)
-    for _ in range(int(rng.integers(0, 3))):
+    for _ in range(int(rng.integers(0, 2))):
         region = _blob(rng, yy, xx, size)
         image[region] = _texture(rng, yy, xx)[region]
-    for _ in range(int(rng.integers(1, 5))):
+    for _ in range(int(rng.integers(1, 4))):
         cls = int(rng.integers(len(SHAPES)))
         region = SHAPES[cls](rng, yy, xx, size)
-        image[region] = _texture(rng, yy, xx)[region]
+        image[region] = _texture(rng, yy, xx, SHAPE_TEXTURES[cls])[region]
         label[region] = cls + 1
     image += rng.normal(0, 0.03, image.shape)
     edge = np.zeros_like(label, dtype=bool)  # a one-pixel band where the label changes, as in VOC
@@ -187,8 +200,9 @@ def _readme(seed: int, size: int, n_train: int, n_val: int) -> str:
     classes = "\n".join(f"- {i}: {n}" for i, n in enumerate(CLASS_NAMES))
     return f"""{_MARKER}
 
-Synthetic segmentation data made by nascli: textured shapes on textured backgrounds. Every region takes
-its texture from one shared pool, so only a region's shape (its context) tells its class.
+Synthetic segmentation data made by nascli: textured shapes on textured backgrounds. Each shape class
+prefers one texture of a shared pool but often takes another, so texture hints at the class and the
+region's shape (its context) decides it.
 
 Made with:
 

@@ -26,7 +26,7 @@ from nascli.data.listfile import SegmentationDataset, derive_seed
 from nascli.engine.checkpoint import save_checkpoint
 from nascli.engine.feature_cache import FeatureCache
 from nascli.engine.loops import (DivergedError, evaluate_logits, group_by_shape, make_optimizer, make_scheduler,
-                                 seg_loss, train_steps)
+                                 recalibrate_bn, seg_loss, train_steps)
 from nascli.engine.metrics import reward
 from nascli.profile.cost import count_macs, count_params
 from nascli.profile.latency import torch_latency
@@ -59,6 +59,9 @@ class CandidateEvaluator:
         self.device = torch.device(recipe.device)
         self.progress = progress or (lambda event: None)
         self._cache: FeatureCache | None = None
+
+    def observe(self, record: dict) -> None:
+        """Called by the search loop with every record, replayed ones included (stateful evaluators use it)."""
 
     # --- building and cost -----------------------------------------------------------------------
     def model_kwargs(self, encoding: str) -> dict:
@@ -129,16 +132,18 @@ class CandidateEvaluator:
         gen = torch.Generator().manual_seed(run_seed)
         decoder.train()
         for epoch in range(self.cfg.epochs):
-            batches = ((
-                [t.to(self.device) if t is not None else None for t in taps], masks.to(self.device))
-                for taps, masks in cache.train_batches(epoch, self.cfg.batch_size, gen))
+            batches = self._cached_train(cache, epoch, gen)
             train_steps(lambda b: seg_loss(decoder(b[0], b[1].shape[-2:]), b[1], ignore), batches, opt, sched,
                         on_step=self._on_step(epoch, steps))
-        decoder.eval()
+        recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), lambda b: decoder(b[0], b[1].shape[-2:]))
         # Logits go straight to the label's size (the cached images may have been scaled for evaluation).
         val = ((([t.to(self.device) if t is not None else None for t in taps], m.shape[-2:]), m.to(self.device))
                for taps, m in cache.val_batches())
         return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, ignore)
+
+    def _cached_train(self, cache: FeatureCache, epoch: int, gen: torch.Generator):
+        return (([t.to(self.device) if t is not None else None for t in taps], masks.to(self.device))
+                for taps, masks in cache.train_batches(epoch, self.cfg.batch_size, gen))
 
     def _train_full(self, model: SegmentationNet, run_seed: int) -> dict:
         ignore = self.recipe.data.ignore_index
@@ -153,6 +158,8 @@ class CandidateEvaluator:
             batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
             train_steps(lambda b: seg_loss(model(b[0]), b[1], ignore), batches, opt, sched,
                         on_step=self._on_step(epoch, len(loader)))
+        with torch.no_grad():
+            recalibrate_bn(model, (x.to(self.device) for x, _ in loader))
         return evaluate_model(model, self.val, self.num_classes, ignore, self.cfg.batch_size, self.device)
 
     def _on_step(self, epoch: int, steps: int):

@@ -101,24 +101,28 @@ def group_by_shape(samples: Iterable[tuple[torch.Tensor, torch.Tensor]], batch_s
 
 
 @torch.no_grad()
-def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor], device: torch.device | str = "cpu") -> int:
-    """Re-estimate BatchNorm running statistics from data (cumulative average); returns images seen.
+def recalibrate_bn(model: nn.Module, batches: Iterable, forward: Callable[[object], object] | None = None) -> int:
+    """Re-estimate BatchNorm running statistics from data (a cumulative average, "precise BN"); returns
+    the number of batches seen. `forward(batch)` runs the model (default: `model(batch)`).
 
-    A randomly initialised network keeps BN's default statistics (mean 0, variance 1), under which the
-    activations of a deep encoder collapse towards zero; statistics measured on the data keep its
-    features informative.
+    Running statistics kept with momentum lag behind weights that change fast, which is every short
+    training (a search candidate's above all): measured in eval mode such a network can predict one class
+    everywhere while its weights are fine. A randomly initialised encoder is the extreme case: with BN's
+    default statistics (mean 0, variance 1) its deep activations collapse towards zero.
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [(m.momentum, m.training) for m in bns]
+    if not bns:
+        return 0
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over all batches
     model.train()
     seen = 0
-    for x in batches:
-        model(x.to(device))
-        seen += len(x)
-    for m, (momentum, _) in zip(bns, saved):
+    for batch in batches:
+        forward(batch) if forward else model(batch)
+        seen += 1
+    for m, momentum in zip(bns, momenta):
         m.momentum = momentum
     model.eval()
     return seen

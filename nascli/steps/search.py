@@ -96,6 +96,15 @@ def make_strategy(recipe: Recipe, space: AdelaideSpace):
     raise UsageError(f"unknown --algo {s.algo!r}", hint="use adelaide-ea, random or fast-nas")
 
 
+def make_evaluator(recipe: Recipe, **kwargs) -> CandidateEvaluator:
+    """The algorithm's way of training a candidate (fast-nas: progressive two-stage training)."""
+    if recipe.search.algo == "fast-nas":
+        from nascli.engine.progressive import ProgressiveEvaluator
+
+        return ProgressiveEvaluator(recipe=recipe, num_classes=recipe.data.num_classes, **kwargs)
+    return CandidateEvaluator(recipe=recipe, num_classes=recipe.data.num_classes, **kwargs)
+
+
 def budget(recipe: Recipe) -> int:
     s = recipe.search
     return s.samples if s.algo == "fast-nas" else s.random_samples + s.mutate_samples
@@ -193,8 +202,10 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
     cfg = recipe.candidate
     train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
     encoder_state, encoder_file = _prepare_encoder(sdir, encoder_source, seed, train_ds, cfg.batch_size)
-    evaluator = CandidateEvaluator(recipe=recipe, num_classes=recipe.data.num_classes, train=train_ds, val=val_ds,
-                                   encoder_state=encoder_state, encoder_file=encoder_file, progress=progress)
+    evaluator = make_evaluator(recipe, train=train_ds, val=val_ds, encoder_state=encoder_state,
+                               encoder_file=encoder_file, progress=progress)
+    for record in records:
+        evaluator.observe(record)
     total = budget(recipe)
     stats = {"duplicates": 0, "rejected": 0}
     seen = {r["encoding"] for r in records}
@@ -226,6 +237,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
         record = future.result()
         append_jsonl(records_path, record)
         records.append(record)
+        evaluator.observe(record)
         strategy.tell(record)
         _save_state(state_path, strategy, len(records))
         _write_tables(sdir, records, recipe.search.objectives)
@@ -314,8 +326,8 @@ def _prepare_encoder(sdir: Path, source: Path | None, seed: int, train_ds, batch
     else:
         torch.manual_seed(derive_seed(seed, 0xE1C0DE))
         encoder = MobileNetV2Encoder()
-        images = (x for x, _ in group_by_shape((train_ds[i] for i in range(min(len(train_ds), 256))), batch_size))
-        recalibrate_bn(encoder, images)
+        recalibrate_bn(encoder, (x for x, _ in group_by_shape((train_ds[i] for i in range(min(len(train_ds), 256))),
+                                                              batch_size)))
         state = encoder.state_dict()
         origin = f"random initialisation (seed {seed}), BN statistics measured on the training images"
         log.warning("no pretrained encoder in the run directory: candidates use a randomly initialised encoder; "
