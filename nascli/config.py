@@ -111,7 +111,7 @@ class SearchConfig(_Section):
     max_macs: Optional[int] = Field(None, gt=0)
     max_params: Optional[int] = Field(None, gt=0)
     max_latency_ms: Optional[float] = Field(None, gt=0)
-    max_retries: int = Field(200, ge=1)  # consecutive rejected or duplicate proposals before giving up
+    max_retries: int = Field(50, ge=1)  # rejected or duplicate proposals per candidate before giving up
     measure_latency: bool = False
     latency_threads: int = Field(2, ge=1)
 

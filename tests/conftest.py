@@ -45,3 +45,37 @@ def run_cli(capsys: pytest.CaptureFixture) -> Callable[..., CliResult]:
         return CliResult(code, captured.out, captured.err)
 
     return run
+
+
+TINY_RECIPE = """\
+# Small enough that a candidate trains in about a second on a laptop CPU.
+space:
+  agg_size: 8
+data:
+  input_size: [32, 32]
+candidate:
+  batch_size: 8
+  epochs: 1
+  cache_views: 1
+train:
+  batch_size: 8
+  epochs: 1
+pretrain:
+  batch_size: 8
+  epochs: 1
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A recipe YAML sized for tests (agg_size 8, 32x32 crops, one epoch)."""
+    path = tmp_path_factory.mktemp("recipes") / "tiny.yml"
+    path.write_text(TINY_RECIPE)
+    return path
+
+
+@pytest.fixture
+def data_flags(demo_data: Path) -> list[str]:
+    """The flags that point a command at the tiny demo dataset."""
+    return ["--data-root", str(demo_data), "--train-list", str(demo_data / "train.txt"),
+            "--val-list", str(demo_data / "val.txt")]

@@ -11,6 +11,7 @@ import typer
 
 from nascli.cli import console, options
 from nascli.config import parse_size
+from nascli.errors import UsageError
 from nascli.rundir import RunDir
 
 log = logging.getLogger("nascli")
@@ -22,7 +23,7 @@ FLAGS = {
     "search.max_macs": "--max-macs", "search.max_params": "--max-params", "search.max_latency_ms": "--max-latency-ms",
     "candidate.mode": "--candidate-training", "device": "--device", "data.num_classes": "--num-classes",
     "data.data_root": "--data-root", "data.train_list": "--train-list", "data.val_list": "--val-list",
-    "threads": "--threads", "search.measure_latency": "--measure-latency",
+    "threads": "--threads", "search.measure_latency": "--measure-latency", "fast_nas.teacher": "--teacher",
 }
 
 
@@ -47,6 +48,7 @@ def search(
     measure_latency: Annotated[Optional[bool], typer.Option("--measure-latency/--no-measure-latency", help="Record each candidate's latency.")] = None,
     candidate_training: Annotated[Optional[str], typer.Option("--candidate-training", help="cached (frozen encoder, features computed once) or full.")] = None,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,
+    teacher: Annotated[Optional[Path], typer.Option("--teacher", help="fast-nas: checkpoint of a trained model to distil from (MSE on logits).")] = None,
     seed: options.Seed = None,
     device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads.")] = None,
@@ -77,10 +79,15 @@ def search(
         "search.max_macs": max_macs, "search.max_params": max_params, "search.max_latency_ms": max_latency_ms,
         "search.measure_latency": measure_latency, "candidate.mode": candidate_training, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
-        "data.train_list": train_list, "data.val_list": val_list,
+        "data.train_list": train_list, "data.val_list": val_list, "fast_nas.teacher": teacher.resolve() if teacher else None,
     }
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, values, FLAGS)
+    if teacher is not None and cfg.search.algo != "fast-nas":
+        raise UsageError(f"option --teacher: only --algo fast-nas distils from a teacher (this search is {cfg.search.algo})",
+                         hint="drop --teacher, or use --algo fast-nas")
+    if teacher is not None and not teacher.is_file():
+        raise UsageError(f"option --teacher: {teacher} not found", hint="give a checkpoint written by `nascli train`")
     with SearchProgress(enabled=not quiet) as progress:
         result = step.run(cfg, run, encoder_weights=encoder, progress=progress)
     _report(result, cfg, json_out)

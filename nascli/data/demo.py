@@ -1,9 +1,9 @@
 """The demo dataset: procedurally generated, seeded, VOC-style; texture hints at a class, shape decides it.
 
 Every region (background, distractor blobs, each shape) is painted with a texture from one shared pool
-(stripes, dots, checker, smooth noise, gradients, in random colours). Each shape class prefers one
-texture (drawn with probability `PREFERRED`, any texture otherwise) and the background prefers smooth
-ones, so a pixel's local texture is a useful but unreliable cue: telling a dotted disk from a dotted
+(stripes, dots, checker, smooth noise, gradients, plain colour; random colours). Each shape class
+prefers one texture (drawn with probability `PREFERRED`, any texture otherwise), the background a plain
+colour, so a pixel's local texture is a useful but unreliable cue: telling a dotted disk from a dotted
 square, or a shape from a distractor blob, takes the region's outline, i.e. context. (With no texture
 cue at all, a network trained from scratch learns nothing in the few CPU minutes a demo has.) Like VOC,
 a thin band on every region boundary is labelled 255 (ignore). Same seed and sizes, same bytes.
@@ -87,11 +87,15 @@ def _gradient(rng, yy, xx):
     return _mix(t, _colours(rng))
 
 
-TEXTURES: list[Texture] = [_stripes, _dots, _checker, _noise, _gradient]
+def _plain(rng, yy, xx):
+    return np.broadcast_to(rng.random(3), yy.shape + (3,)).copy()
+
+
+TEXTURES: list[Texture] = [_stripes, _dots, _checker, _noise, _gradient, _plain]
 
 
 PREFERRED = 0.6  # how often a region takes its class's preferred texture
-_BACKGROUND_TEXTURES = (3, 4)  # smooth noise, gradient
+_BACKGROUND_TEXTURES = (5,)  # plain colour
 
 
 def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, prefer: tuple[int, ...] = ()) -> np.ndarray:
@@ -146,7 +150,8 @@ def _bar(rng, yy, xx, size):
 
 
 SHAPES = [_disk, _square, _triangle, _ring, _bar]  # class id = position + 1
-SHAPE_TEXTURES = [(1,), (2,), (0,), (4,), (3,)]  # preferred texture per shape: dots, checker, stripes, ...
+SHAPE_TEXTURES = [(1,), (2,), (0,), (3,), (4,)]  # preferred: disk dots, square checker, triangle stripes,
+# ring smooth noise, bar gradient; the background prefers a plain colour
 
 
 def _blob(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, size: int) -> np.ndarray:

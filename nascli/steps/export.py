@@ -1,0 +1,128 @@
+"""`nascli export --onnx`: the trained model as an ONNX file, checked and compared with PyTorch.
+
+Checks, in order: `onnx.checker.check_model(full_check=True)`; onnxruntime on a seeded N(0, 1) input at the
+export size (and, with `--dynamic`, also at batch 2 and a larger size) against PyTorch: the largest
+absolute logit difference must be within the tolerance (default 1e-3), else exit 4 with the file kept
+for inspection and export.json saying `"passed": false`.
+
+Files: RUN/export/model.onnx (metadata inside: encoding, classes, mean/std, input size, ...) and
+RUN/export/export.json (opset, exporter, shapes, differences, tolerance, versions, sha256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nascli import __version__
+from nascli.config import Recipe
+from nascli.errors import CheckFailed, Interrupted, NascliError, UsageError
+from nascli.export.onnx import (DEFAULT_OPSET, EXPORTER, INPUT_NAME, OUTPUT_NAME, compare, export_bytes, seeded_input,
+                                session, with_metadata)
+from nascli.profile.system import versions
+from nascli.rundir import RunDir, atomic_write, atomic_write_json
+from nascli.steps.common import setup_torch
+from nascli.steps.eval import load_pytorch
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET, MAX_OPSET = 11, 20  # what the TorchScript exporter supports for these models
+DEFAULT_TOLERANCE = 1e-3
+
+
+@dataclass
+class ExportResult:
+    run_dir: Path
+    onnx_path: Path
+    json_path: Path
+    report: dict[str, Any]
+
+
+def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, input_size: tuple[int, int] | None = None,
+        opset: int = DEFAULT_OPSET, dynamic: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> ExportResult:
+    """Validate the checkpoint and options, then export, check and compare; CheckFailed over the tolerance."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UsageError(f"option --opset: {opset} is not supported", hint=f"use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+    if not tolerance > 0:
+        raise UsageError(f"option --tolerance: {tolerance} must be positive", hint=f"e.g. {DEFAULT_TOLERANCE}")
+    setup_torch(recipe)
+    path = Path(checkpoint) if checkpoint is not None else run_dir.require(
+        run_dir.file("train", "best.pth"), "train", "--checkpoint FILE")
+    loaded = load_pytorch(path, "cpu")
+    size = tuple(input_size or loaded.meta.get("input_size") or recipe.data.input_size)
+    edir = run_dir.sub("export")
+    onnx_path, json_path = edir / "model.onnx", edir / "export.json"
+    with run_dir.lock("export"):
+        run_dir.write_status("export", "running", checkpoint=str(path))
+        try:
+            report = _export(loaded, path, size, opset, dynamic, tolerance, onnx_path, recipe.threads)
+        except KeyboardInterrupt:
+            run_dir.write_status("export", "interrupted", message="stopped by the user")
+            raise Interrupted("export interrupted", hint="run the same command again") from None
+        except NascliError as e:
+            run_dir.write_status("export", "failed", message=e.message)
+            raise
+        except Exception as e:
+            run_dir.write_status("export", "failed", message=f"{type(e).__name__}: {e}")
+            raise
+        atomic_write_json(json_path, report)
+        if not report["passed"]:
+            message = (f"onnxruntime's output differs from PyTorch's by {report['max_abs_diff']:.3g} "
+                       f"(tolerance {tolerance:g}); {onnx_path} is kept for inspection")
+            run_dir.write_status("export", "failed", message=message)
+            raise CheckFailed(message, hint="see export.json; try another --opset, or raise --tolerance if the "
+                                            "argmax agreement there is fine")
+        run_dir.write_status("export", "done", onnx=str(onnx_path), max_abs_diff=report["max_abs_diff"])
+    return ExportResult(run_dir.path, onnx_path, json_path, report)
+
+
+def metadata(loaded, checkpoint: Path, size: tuple[int, int], dynamic: bool) -> dict[str, Any]:
+    """What a deployment needs to run the model without nascli (stored as ONNX metadata_props)."""
+    meta = loaded.meta
+    return {
+        "producer": f"nascli {__version__}",
+        "model": loaded.spec.get("name", ""),
+        "model_kwargs": loaded.spec.get("kwargs", {}),
+        "encoding": meta.get("encoding") or "",
+        "num_classes": meta.get("num_classes"),
+        "class_names": meta.get("class_names"),
+        "mean": meta.get("mean"),
+        "std": meta.get("std"),
+        "input_size": list(size),
+        "dynamic_shape": dynamic,
+        "ignore_index": meta.get("ignore_index"),
+        "input_format": "NCHW float32 RGB, (pixel / 255 - mean) / std",
+        "output_format": "NCHW float32 logits at the input size; argmax over C is the class id",
+        "source_checkpoint": str(checkpoint),
+    }
+
+
+def _export(loaded, checkpoint: Path, size: tuple[int, int], opset: int, dynamic: bool, tolerance: float,
+            onnx_path: Path, threads: int | None) -> dict[str, Any]:
+    started = time.perf_counter()
+    model = loaded.module
+    data = export_bytes(model, size, opset=opset, dynamic=dynamic)
+    proto = with_metadata(data, metadata(loaded, checkpoint, size, dynamic))  # runs onnx.checker
+    data = proto.SerializeToString()
+    atomic_write(onnx_path, lambda f: f.write(data))
+    sess = session(data, threads=threads)
+    inputs = [seeded_input(size, 1, seed=0)]
+    if dynamic:
+        inputs.append(seeded_input((size[0] + 32, size[1] + 32), 2, seed=1))
+    checks = [{"input_shape": list(x.shape), **compare(model, sess, x)} for x in inputs]
+    worst = max(c["max_abs_diff"] for c in checks)
+    log.info("onnxruntime vs PyTorch: max abs logit difference %.3g (tolerance %g)", worst, tolerance)
+    return {
+        "onnx": str(onnx_path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+        "checkpoint": str(checkpoint), "exporter": EXPORTER, "opset": opset, "dynamic": dynamic,
+        "input_size": list(size), "input_name": INPUT_NAME, "output_name": OUTPUT_NAME,
+        "checker": "onnx.checker.check_model(full_check=True): ok",
+        "checks": checks, "max_abs_diff": worst, "tolerance": tolerance, "passed": bool(worst <= tolerance),
+        "argmax_agreement": min(c["argmax_agreement"] for c in checks),
+        "metadata": {p.key: p.value for p in proto.metadata_props}, "versions": versions(),
+        "seconds": round(time.perf_counter() - started, 2),
+    }

@@ -1,0 +1,165 @@
+"""`nascli profile`: parameters, MACs at a stated input size, and latency in eager PyTorch and ONNX Runtime.
+
+The model: `--checkpoint` (a nascli checkpoint), `--encoding` (an Adelaide architecture, random weights:
+cost does not depend on them), `--model` (a zoo model, random weights), else RUN/train/best.pth.
+Latency: warm-up, then at least `runs` timed runs and at least `min_seconds`; median and p90 in ms, with
+the threads used (the same count for PyTorch intra-op and onnxruntime intra-op), device, library versions
+and CPU model recorded. MACs are per image (batch 1); latency is per call at `batch`.
+
+File: RUN/profile/<model>-<HxW>-<device>.json, so profiles of several models sit side by side.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nascli.config import Recipe
+from nascli.errors import Interrupted, NascliError, UsageError
+from nascli.profile.cost import count_macs, count_params
+from nascli.profile.latency import torch_latency
+from nascli.profile.system import machine, versions
+from nascli.rundir import RunDir, atomic_write_json
+from nascli.steps.common import setup_torch
+from nascli.steps.eval import load_pytorch
+from nascli.steps.train import adelaide_kwargs, parse_encoding
+from nascli.zoo.registry import check_name, create_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ProfileResult:
+    run_dir: Path
+    path: Path
+    report: dict[str, Any]
+
+
+@dataclass
+class _Subject:
+    module: torch.nn.Module
+    label: str
+    description: dict[str, Any]
+    meta: dict[str, Any]
+
+
+def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, encoding: str | None = None,
+        model: str | None = None, num_classes: int | None = None, input_size: tuple[int, int] | None = None,
+        batch: int = 1, warmup: int = 10, runs: int = 50, min_seconds: float = 2.0, onnx: bool = True) -> ProfileResult:
+    """Validate the options and build the model, then measure and write RUN/profile/<name>.json."""
+    if batch < 1 or runs < 1 or warmup < 0 or min_seconds < 0:
+        raise UsageError("options --batch/--runs must be >= 1, --warmup and --min-seconds >= 0",
+                         hint="e.g. --warmup 10 --runs 50 --min-seconds 2")
+    device = setup_torch(recipe)
+    subject = _subject(recipe, run_dir, checkpoint, encoding, model, num_classes)
+    size = tuple(input_size or subject.meta.get("input_size") or recipe.data.input_size)
+    threads = recipe.threads or torch.get_num_threads()
+    name = f"{subject.label}-{size[0]}x{size[1]}-{device.type}"
+    path = run_dir.sub("profile") / f"{name}.json"
+    with run_dir.lock("profile"):
+        run_dir.write_status("profile", "running", model=subject.label)
+        try:
+            report = _measure(subject, size, device, threads, batch, warmup, runs, min_seconds, onnx)
+        except KeyboardInterrupt:
+            run_dir.write_status("profile", "interrupted", message="stopped by the user")
+            raise Interrupted("profiling interrupted; nothing was written", hint="run the same command again") from None
+        except NascliError as e:
+            run_dir.write_status("profile", "failed", message=e.message)
+            raise
+        atomic_write_json(path, report)
+        run_dir.write_status("profile", "done", file=str(path))
+    return ProfileResult(run_dir.path, path, report)
+
+
+def _num_classes(recipe: Recipe, given: int | None) -> int:
+    if given is not None:
+        return given
+    d = recipe.data
+    if d.num_classes is not None:
+        return d.num_classes
+    if d.class_names:
+        return len(d.class_names)
+    raise UsageError("the number of classes is unknown", hint="pass --num-classes N (it changes the head's cost)")
+
+
+def _subject(recipe: Recipe, run_dir: RunDir, checkpoint: Path | None, encoding: str | None, model: str | None,
+             num_classes: int | None) -> _Subject:
+    given = [f for f, v in (("--checkpoint", checkpoint), ("--encoding", encoding), ("--model", model)) if v is not None]
+    if len(given) > 1 and not (given == ["--encoding", "--model"] and model == "adelaide"):
+        raise UsageError(f"options {' and '.join(given)} both choose the model", hint="give only one of them")
+    if model == "adelaide" and encoding is None:
+        raise UsageError("--model adelaide needs --encoding", hint="e.g. --encoding _0000000000000000000")
+    if encoding is not None:
+        code = parse_encoding(encoding, list(recipe.space.op_names))
+        kwargs = adelaide_kwargs(recipe, code, _num_classes(recipe, num_classes))
+        return _Subject(create_model("adelaide", **kwargs), code.lstrip("_"),
+                        {"name": "adelaide", "encoding": code, "weights": "random (cost does not depend on them)",
+                         "kwargs": kwargs}, {})
+    if model is not None:
+        check_name(model)
+        nc = _num_classes(recipe, num_classes)
+        return _Subject(create_model(model, num_classes=nc), model,
+                        {"name": model, "weights": "random (cost does not depend on them)", "kwargs": {"num_classes": nc}}, {})
+    path = Path(checkpoint) if checkpoint is not None else run_dir.require(
+        run_dir.file("train", "best.pth"), "train", "--checkpoint, --encoding or --model")
+    if num_classes is not None:
+        raise UsageError("--num-classes applies to --encoding/--model; a checkpoint has its own",
+                         hint="drop --num-classes")
+    loaded = load_pytorch(path, "cpu")
+    return _Subject(loaded.module, path.stem, {"name": loaded.spec.get("name"), "checkpoint": str(path),
+                                              "encoding": loaded.meta.get("encoding"), "kwargs": loaded.spec.get("kwargs")},
+                    loaded.meta)
+
+
+def _measure(subject: _Subject, size: tuple[int, int], device: torch.device, threads: int, batch: int, warmup: int,
+             runs: int, min_seconds: float, onnx: bool) -> dict[str, Any]:
+    net = subject.module.eval()
+    started = time.perf_counter()
+    params, macs = count_params(net), count_macs(net.cpu(), size)
+    log.info("%s: %.2f M params, %.3f GMACs at %dx%d", subject.label, params / 1e6, macs / 1e9, *size)
+    eager = torch_latency(net, size, device=str(device), threads=threads, batch=batch, warmup=warmup, runs=runs,
+                          min_seconds=min_seconds)
+    log.info("eager PyTorch: median %.2f ms, p90 %.2f ms (%d runs, %d threads)", eager["median_ms"], eager["p90_ms"],
+             eager["runs"], eager["threads"])
+    report = {
+        "model": subject.description, "num_classes": subject.meta.get("num_classes") or _head_classes(subject),
+        "input_size": list(size), "batch": batch, "params": params, "macs": macs, "gmacs": round(macs / 1e9, 4),
+        "macs_note": "multiply-accumulates of one image (batch 1) at input_size; convolutions and matmuls only",
+        "device": str(device), "threads": threads,
+        "eager": _latency_fields(eager),
+        "onnxruntime": _ort(net.cpu(), size, device, threads, batch, warmup, runs, min_seconds) if onnx else None,
+        "versions": versions(), **machine(),
+    }
+    report["seconds"] = round(time.perf_counter() - started, 2)
+    return report
+
+
+def _ort(net, size, device: torch.device, threads: int, batch: int, warmup: int, runs: int, min_seconds: float):
+    from nascli.profile.onnx_latency import onnxruntime_latency
+
+    try:
+        ort = onnxruntime_latency(net, size, device=str(device), threads=threads, batch=batch, warmup=warmup,
+                                  runs=runs, min_seconds=min_seconds)
+    except RuntimeError as e:
+        if device.type == "cuda":  # e.g. a CPU-only onnxruntime: eager numbers stand, ORT's are missing
+            log.warning("onnxruntime latency skipped: %s", e)
+            return {"skipped": str(e)}
+        raise
+    log.info("onnxruntime: median %.2f ms, p90 %.2f ms (%d runs, %s threads)", ort["median_ms"], ort["p90_ms"],
+             ort["runs"], ort["threads"])
+    return {**_latency_fields(ort), "providers": ort["providers"], "opset": ort["opset"],
+            "export_seconds": ort["export_seconds"]}
+
+
+def _latency_fields(r: dict) -> dict:
+    return {"median_ms": round(r["median_ms"], 4), "p90_ms": round(r["p90_ms"], 4), "min_ms": round(r["min_ms"], 4),
+            "runs": r["runs"], "warmup": r["warmup"], "threads": r["threads"]}
+
+
+def _head_classes(subject: _Subject) -> int | None:
+    return subject.description.get("kwargs", {}).get("num_classes")

@@ -1,0 +1,411 @@
+"""`nascli train`: train one architecture fully, with checkpoints that rebuild their model and resume.
+
+The architecture (see `resolve_source`): a zoo model (`--model`), an explicit `--encoding`, a member of
+the Pareto front (`--pick`), else the search's best candidate by mIoU. Models on nascli's MobileNetV2
+encoder start from the run's pretrained encoder (pretrain/encoder.pth, else search/encoder.pth).
+
+`train` always trains end to end: `train.mode` and `train.cache_views` (candidate settings) are not used.
+
+Files in RUN/train/: config.yaml (the resolved recipe), last.pth after every epoch, best.pth when the
+validation mIoU improves, metrics.csv with one row per finished epoch (rewritten from the history inside
+last.pth, so a resumed training lists every epoch exactly once).
+
+Resume (`--resume`): last.pth holds the weights, optimizer, scheduler, history and epoch. Epoch e's
+shuffling, augmentation and dropout are seeded from (seed, e) alone, so a resumed training repeats the
+epochs the killed one would have run.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import yaml
+from torch.utils.data import DataLoader
+
+from nascli.config import Recipe, build_recipe, dotted, read_yaml, recipe_to_yaml
+from nascli.data.listfile import derive_seed
+from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from nascli.engine.evaluator import evaluate_model
+from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss, train_steps
+from nascli.errors import CheckpointError, EncodingError, Interrupted, NascliError, RunDirError, UsageError
+from nascli.rundir import RunDir, atomic_write_text
+from nascli.spaces.adelaide import AdelaideSpace
+from nascli.spaces.adelaide import EncodingError as CodecError
+from nascli.steps.common import RUN_RECIPE, datasets, resolve_data, setup_torch, validate_lists
+from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
+from nascli.zoo.registry import OWN_ENCODER, check_name, create_model
+
+log = logging.getLogger(__name__)
+
+# Settings a resumed training may change: where and how fast it runs, not what it computes.
+RESUMABLE_CHANGES = ("device", "threads", "data.workers")
+BN_IMAGES = 256  # training images (augmented) used to re-estimate BN statistics before each evaluation
+METRIC_COLUMNS = ["epoch", "train_loss", "lr", "val_miou", "val_fwiou", "val_pixel_acc", "val_mean_acc", "best",
+                  "seconds"]
+
+
+@dataclass
+class ModelSource:
+    """Which network to train: a registry name and its builder kwargs, and where the choice came from."""
+
+    name: str
+    kwargs: dict[str, Any]
+    origin: str
+    encoding: str | None = None
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    source: ModelSource
+    history: list[dict]
+    best: dict
+    last_path: Path
+    best_path: Path
+    metrics_csv: Path
+    encoder_origin: str | None = None
+    resumed_from: int = 0
+    seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+# --- the recipe -----------------------------------------------------------------------------------------
+def load_train_recipe(run: RunDir, recipe_file: Path | None, options: dict[str, Any], flags: dict[str, str],
+                      resume: bool) -> Recipe:
+    """defaults <- RUN/recipe.yaml <- RUN/train/config.yaml (only with --resume) <- --recipe <- options."""
+    layers: list[tuple[str, dict]] = []
+    if (run.path / RUN_RECIPE).is_file():
+        layers.append((str(run.path / RUN_RECIPE), read_yaml(run.path / RUN_RECIPE)))
+    config = run.file("train", "config.yaml")
+    if resume and config.is_file():
+        layers.append((str(config), read_yaml(config)))
+    if recipe_file is not None:
+        layers.append((str(recipe_file), read_yaml(recipe_file)))
+    layers.append(("options", dotted(options)))
+    return build_recipe(layers, flags)
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out: dict = {}
+    for k, v in tree.items():
+        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def _check_resumable(config_path: Path, recipe: Recipe) -> None:
+    if not config_path.is_file():
+        return
+    try:
+        old = _flatten(yaml.safe_load(config_path.read_text()) or {})
+    except (OSError, yaml.YAMLError) as e:
+        raise RunDirError(f"{config_path} cannot be read ({type(e).__name__})",
+                          hint="restore it, or start over without --resume (delete RUN/train)") from None
+    new = _flatten(recipe.model_dump(mode="json"))
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUMABLE_CHANGES) or old.get(key) == new.get(key):
+            continue
+        raise UsageError(f"--resume: {config_path} was trained with {key}={old.get(key)!r}; this command asks for "
+                         f"{new.get(key)!r}",
+                         hint="resume with the same settings, or start over without --resume (delete RUN/train)")
+
+
+# --- which model ------------------------------------------------------------------------------------------
+def parse_encoding(text: str, op_names: list[str], flag: str = "--encoding") -> str:
+    """The canonical form of an Adelaide encoding; nascli.errors.EncodingError (exit 3) if it does not parse."""
+    try:
+        return AdelaideSpace(op_names).canonical(text)
+    except CodecError as e:
+        raise EncodingError(f"option {flag}: {e}",
+                            hint="an encoding is '_' + 19 base-36 digits, as in RUN/search/result.csv") from None
+
+
+def adelaide_kwargs(recipe: Recipe, encoding: str, num_classes: int) -> dict[str, Any]:
+    s = recipe.space
+    sep = recipe.train.sep_repeats or s.sep_repeats
+    return dict(encoding=encoding, num_classes=num_classes, op_names=list(s.op_names), agg_size=s.agg_size,
+                agg_concat=s.agg_concat, sep_repeats=sep)
+
+
+def read_results(path: Path) -> pd.DataFrame:
+    """A search table (result.csv or a front) with the encoding kept as text."""
+    try:
+        return pd.read_csv(path, dtype={"encoding": str, "parent": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise RunDirError(f"{path} cannot be read ({type(e).__name__})",
+                          hint="re-run `nascli search` on this run directory to rewrite it") from None
+
+
+def front_file(run: RunDir) -> Path:
+    """The front `--pick N` indexes: RUN/pareto/pareto.csv (what `nascli pareto` showed last) when it is
+    not older than the search results, else RUN/search/pareto_front.csv."""
+    shown, result = run.file("pareto", "pareto.csv"), run.file("search", "result.csv")
+    if shown.is_file() and (not result.is_file() or shown.stat().st_mtime >= result.stat().st_mtime):
+        return shown
+    return run.require(run.file("search", "pareto_front.csv"), "search", "--encoding or --model")
+
+
+def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, encoding: str | None = None,
+                   pick: str | None = None, num_classes: int) -> ModelSource:
+    """The network to train from the options, else the search's best by mIoU (validated, nothing written)."""
+    given = [f for f, v in (("--model", model), ("--encoding", encoding), ("--pick", pick)) if v is not None]
+    if len(given) > 1 and not (given == ["--model", "--encoding"] and model == "adelaide"):
+        raise UsageError(f"options {' and '.join(given)} both choose the model", hint="give only one of them")
+    ops = list(recipe.space.op_names)
+    if model is not None and model != "adelaide":
+        check_name(model)
+        return ModelSource(model, {"num_classes": num_classes}, f"zoo model {model}")
+    if model == "adelaide" and encoding is None:
+        raise UsageError("--model adelaide needs --encoding", hint="or leave --model out to train the search's best")
+    if encoding is not None:
+        code = parse_encoding(encoding, ops)
+        return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes), f"--encoding {code}", code)
+    if pick is not None:
+        return _picked(recipe, run, pick, num_classes)
+    path = run.require(run.file("search", "result.csv"), "search", "--encoding or --model")
+    table = read_results(path)
+    ok = table[(table["status"] == "ok") & table["mIOU"].notna()] if "status" in table else table
+    if ok.empty:
+        raise RunDirError(f"{path} has no successfully evaluated candidate",
+                          hint="search longer, or pass --encoding/--model")
+    row = ok.loc[ok["mIOU"].astype(float).idxmax()]
+    code = parse_encoding(str(row["encoding"]), ops, flag=str(path))
+    origin = f"search best by mIoU: candidate {row.get('index')} ({float(row['mIOU']):.4f} in search)"
+    return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes), origin, code)
+
+
+def _picked(recipe: Recipe, run: RunDir, pick: str, num_classes: int) -> ModelSource:
+    path = front_file(run)
+    front = read_results(path).reset_index(drop=True)
+    ops = list(recipe.space.op_names)
+    if pick.strip().isdigit():
+        n = int(pick)
+        if n >= len(front):
+            raise UsageError(f"option --pick: {n} is out of range; {path} has {len(front)} members (0..{len(front) - 1})",
+                             hint=f"run `nascli pareto -r {run.path}` to see the front")
+        code = parse_encoding(str(front.loc[n, "encoding"]), ops, flag=str(path))
+        return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes),
+                           f"--pick {n}: member {n} of {path}", code)
+    code = parse_encoding(pick, ops, flag="--pick")
+    if code not in set(front["encoding"].astype(str)):
+        raise UsageError(f"option --pick: {code} is not on the front in {path}",
+                         hint="pick a row number or encoding from `nascli pareto`, or pass it as --encoding")
+    return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes), f"--pick {code} from {path}", code)
+
+
+def encoder_file(run: RunDir, explicit: Path | None) -> Path | None:
+    """The encoder weights for models on our encoder: --encoder, else pretrain/encoder.pth, else search/encoder.pth."""
+    if explicit is not None:
+        if not Path(explicit).is_file():
+            raise UsageError(f"option --encoder: {explicit} not found", hint="give an encoder.pth from pretrain-backbone")
+        return Path(explicit)
+    for step in ("pretrain", "search"):
+        path = run.file(step, "encoder.pth")
+        if path.is_file():
+            return path
+    return None
+
+
+def _load_encoder(path: Path) -> tuple[dict[str, torch.Tensor], str]:
+    ckpt = load_checkpoint(path)
+    state = encoder_state_dict(ckpt["state_dict"])
+    if not state:
+        raise CheckpointError(f"{path} holds no MobileNetV2 encoder weights (no features.* entries)",
+                              hint="give an encoder.pth written by `nascli pretrain-backbone`")
+    source = ckpt["meta"].get("source", "unknown")
+    return state, f"{path} ({source})"
+
+
+def meta_for(recipe: Recipe, source: ModelSource) -> dict[str, Any]:
+    d = recipe.data
+    return {"num_classes": d.num_classes, "class_names": d.class_names, "mean": list(d.mean), "std": list(d.std),
+            "input_size": list(d.input_size), "ignore_index": d.ignore_index, "encoding": source.encoding,
+            "source": source.origin}
+
+
+# --- entry point -----------------------------------------------------------------------------------------
+def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: str | None = None,
+        pick: str | None = None, encoder: Path | None = None, resume: bool = False,
+        progress: Callable[[dict], None] | None = None) -> TrainResult:
+    """Validate everything, then train (or continue the training in RUN/train with `resume`)."""
+    recipe = resolve_data(recipe)
+    device = setup_torch(recipe)
+    validate_lists(recipe)
+    tdir = run_dir.sub("train")
+    last = tdir / "last.pth"
+    state = None
+    if resume:
+        if any(v is not None for v in (model, encoding, pick)):
+            raise UsageError("--resume continues the model in RUN/train/last.pth; --model/--encoding/--pick conflict",
+                             hint="drop them, or start a new training without --resume")
+        if not last.is_file():
+            raise RunDirError(f"--resume: {last} not found, nothing to resume",
+                              hint=f"run `nascli train -r {run_dir.path}` without --resume")
+        _check_resumable(tdir / "config.yaml", recipe)
+        state = load_checkpoint(last)
+        if "optimizer" not in state or "epoch" not in state:
+            raise CheckpointError(f"{last} is not a resumable training checkpoint (no optimizer state)",
+                                  hint="start over without --resume")
+        source = ModelSource(state["model"]["name"], state["model"]["kwargs"], state["meta"].get("source", str(last)),
+                             state["meta"].get("encoding"))
+        net = model_from_checkpoint(state, last)
+        enc_origin = None
+    else:
+        _refuse_unfinished(last, run_dir)
+        source = resolve_source(recipe, run_dir, model=model, encoding=encoding, pick=pick,
+                                num_classes=recipe.data.num_classes)
+        enc_path = encoder_file(run_dir, encoder) if source.name in OWN_ENCODER else None
+        enc = _load_encoder(enc_path) if enc_path is not None else None
+        torch.manual_seed(recipe.seed)
+        net = create_model(source.name, **source.kwargs)
+        enc_origin = _init_encoder(net, source, enc)
+    progress = progress or (lambda event: None)
+    with run_dir.lock("train"):
+        tdir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(tdir / "config.yaml", recipe_to_yaml(recipe))
+        run_dir.write_status("train", "running", model=source.name, encoding=source.encoding, source=source.origin)
+        try:
+            result = _train(recipe, run_dir, source, net.to(device), device, state, progress)
+        except KeyboardInterrupt:
+            done = _epochs_done(last)
+            run_dir.write_status("train", "interrupted", message=f"stopped by the user after {done} epochs")
+            raise Interrupted(f"training interrupted after {done} finished epochs; {last} holds the last one",
+                              hint=f"continue with `nascli train -r {run_dir.path} --resume`") from None
+        except NascliError as e:
+            run_dir.write_status("train", "failed", message=e.message)
+            raise
+        except Exception as e:
+            run_dir.write_status("train", "failed", message=f"{type(e).__name__}: {e}")
+            raise
+        result.encoder_origin = enc_origin
+        run_dir.write_status("train", "done", epochs=len(result.history), best_miou=result.best.get("val_miou"),
+                             best_epoch=result.best.get("epoch"))
+        return result
+
+
+def _refuse_unfinished(last: Path, run_dir: RunDir) -> None:
+    if not last.is_file():
+        return
+    try:
+        ckpt = load_checkpoint(last)
+    except CheckpointError:
+        return  # a corrupt last.pth is no training worth keeping
+    done, total = int(ckpt.get("epoch", 0)), int(ckpt.get("epochs", 0))
+    if done < total:
+        raise UsageError(f"{last} holds an unfinished training ({done} of {total} epochs)",
+                         hint=f"continue it with `nascli train -r {run_dir.path} --resume`, "
+                              f"or delete {last.parent} to start over")
+
+
+def _init_encoder(net: torch.nn.Module, source: ModelSource, enc: tuple[dict, str] | None) -> str | None:
+    if source.name not in OWN_ENCODER:
+        log.warning("%s starts from random weights (no pretrained weights are downloaded)", source.name)
+        return None
+    if enc is None:
+        log.warning("no encoder weights in the run directory: the encoder starts from random weights; "
+                    "`nascli pretrain-backbone -r RUN` first gives a far better model")
+        return None
+    state, origin = enc
+    try:
+        load_encoder_weights(net.encoder, state)
+    except KeyError as e:
+        raise CheckpointError(f"encoder weights {origin} do not fit: {e.args[0]}",
+                              hint="give an encoder.pth written by `nascli pretrain-backbone`") from None
+    log.info("encoder initialised from %s", origin)
+    return origin
+
+
+def _epochs_done(last: Path) -> int:
+    try:
+        return int(load_checkpoint(last).get("epoch", 0))
+    except NascliError:
+        return 0
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+def _loader(train_ds, cfg, seed: int, epoch: int, workers: int) -> DataLoader:
+    """Epoch `epoch`'s batches: order and augmentation depend on (seed, epoch) only; a lone last sample is
+    dropped (BatchNorm cannot train on a batch of one pooled value)."""
+    train_ds.set_epoch(epoch)
+    gen = torch.Generator().manual_seed(derive_seed(seed, 0x5EED, epoch))
+    drop = len(train_ds) % cfg.batch_size == 1 and len(train_ds) > 1
+    return DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=drop,
+                      num_workers=workers)
+
+
+def _train(recipe: Recipe, run_dir: RunDir, source: ModelSource, net: torch.nn.Module, device: torch.device,
+           state: dict | None, progress: Callable[[dict], None]) -> TrainResult:
+    started = time.perf_counter()
+    cfg, seed, ignore = recipe.train, recipe.seed, recipe.data.ignore_index
+    tdir = run_dir.sub("train")
+    train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
+    steps = len(_loader(train_ds, cfg, seed, 0, 0))
+    opt = make_optimizer(net.parameters(), cfg)
+    sched = make_scheduler(opt, cfg, steps)
+    history: list[dict] = []
+    start = 0
+    if state is not None:
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        history, start = list(state["history"]), int(state["epoch"])
+        log.info("resuming from %s: %d of %d epochs done", tdir / "last.pth", start, cfg.epochs)
+    spec = {"name": source.name, "kwargs": source.kwargs}
+    meta = meta_for(recipe, source)
+    _write_metrics(tdir / "metrics.csv", history)
+    for epoch in range(start, cfg.epochs):
+        t0 = time.perf_counter()
+        torch.manual_seed(derive_seed(seed, 0xD12, epoch))  # dropout and anything else drawing from torch
+        loader = _loader(train_ds, cfg, seed, epoch, recipe.data.workers)
+        lr = opt.param_groups[0]["lr"]
+        net.train()
+        loss = train_steps(lambda b: seg_loss(net(b[0].to(device)), b[1].to(device), ignore), loader, opt, sched,
+                           on_step=_on_step(progress, epoch, cfg.epochs, steps))
+        metrics = _evaluate(net, recipe, train_ds, val_ds, epoch, device)
+        row = _row(epoch, loss, lr, metrics, history, time.perf_counter() - t0)
+        history.append(row)
+        ckpt = {"model": spec, "state_dict": net.state_dict(), "meta": meta, "epoch": epoch + 1, "epochs": cfg.epochs,
+                "history": history, "train_config": cfg.model_dump(mode="json"), "seed": seed}
+        save_checkpoint(tdir / "last.pth", {**ckpt, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
+        if row["best"]:
+            save_checkpoint(tdir / "best.pth", ckpt)
+        _write_metrics(tdir / "metrics.csv", history)
+        log.info("epoch %d/%d: loss %.4f, val mIoU %.4f, pixel acc %.4f%s (%.1f s)", epoch + 1, cfg.epochs, loss,
+                 row["val_miou"], row["val_pixel_acc"], ", best so far" if row["best"] else "", row["seconds"])
+        progress({"event": "epoch", "row": row, "epochs": cfg.epochs})
+    best = max((r for r in history if not math.isnan(r["val_miou"])), key=lambda r: r["val_miou"], default={})
+    return TrainResult(run_dir.path, source, history, best, tdir / "last.pth", tdir / "best.pth", tdir / "metrics.csv",
+                       resumed_from=start, seconds=time.perf_counter() - started)
+
+
+def _on_step(progress: Callable[[dict], None], epoch: int, epochs: int, steps: int) -> Callable[[int, float], None]:
+    return lambda step, loss: progress({"event": "step", "epoch": epoch + 1, "epochs": epochs, "step": step,
+                                        "steps": steps, "loss": loss})
+
+
+def _evaluate(net, recipe: Recipe, train_ds, val_ds, epoch: int, device: torch.device) -> dict:
+    """Precise BN on this epoch's training views, then validation metrics (eval mode)."""
+    cfg = recipe.train
+    loader = _loader(train_ds, cfg, recipe.seed, epoch, recipe.data.workers)
+    limit = max(1, BN_IMAGES // cfg.batch_size)
+    batches = (x.to(device) for i, (x, _) in zip(range(limit), loader))
+    recalibrate_bn(net, batches)
+    return evaluate_model(net, val_ds, recipe.data.num_classes, recipe.data.ignore_index, cfg.batch_size, device)
+
+
+def _row(epoch: int, loss: float, lr: float, metrics: dict, history: list[dict], seconds: float) -> dict:
+    best_before = max((r["val_miou"] for r in history if not math.isnan(r["val_miou"])), default=-math.inf)
+    miou = float(metrics["miou"])
+    return {"epoch": epoch + 1, "train_loss": round(loss, 6), "lr": lr,
+            "val_miou": round(miou, 6), "val_fwiou": round(float(metrics["fwiou"]), 6),
+            "val_pixel_acc": round(float(metrics["pixel_acc"]), 6), "val_mean_acc": round(float(metrics["mean_acc"]), 6),
+            "best": bool(not math.isnan(miou) and miou > best_before), "seconds": round(seconds, 2)}
+
+
+def _write_metrics(path: Path, history: list[dict]) -> None:
+    atomic_write_text(path, pd.DataFrame(history, columns=METRIC_COLUMNS).to_csv(index=False))

@@ -1,0 +1,187 @@
+"""`nascli search --algo adelaide-ea` end to end on the tiny demo data (issue 3's acceptance list)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from torch.utils.flop_counter import FlopCounterMode
+
+from nascli.spaces.adelaide import AdelaideSpace
+from nascli.zoo.adelaide import build_adelaide
+
+BUDGET = ["--random-samples", "4", "--mutate-samples", "4", "--epochs", "1"]
+
+
+def read_results(run: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    result = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str, "parent": str})
+    front = pd.read_csv(run / "search" / "pareto_front.csv", dtype={"encoding": str, "parent": str})
+    return result, front
+
+
+def search_args(run: Path, tiny_recipe: Path, data_flags: list[str], *extra: str) -> list[str]:
+    return ["search", "--algo", "adelaide-ea", "-r", str(run), "--recipe", str(tiny_recipe), *data_flags, *BUDGET, *extra]
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, demo_data, tiny_recipe):
+    """One finished 4 + 4 search, shared by the tests that only read its outputs."""
+    from nascli.cli.app import main
+
+    run = tmp_path_factory.mktemp("search") / "run"
+    flags = ["--data-root", str(demo_data), "--train-list", str(demo_data / "train.txt"),
+             "--val-list", str(demo_data / "val.txt")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(search_args(run, tiny_recipe, flags) + ["--quiet"])
+        raise SystemExit(0)
+    assert exit_info.value.code in (0, None)
+    return run
+
+
+def test_writes_eight_distinct_valid_candidates(searched):
+    result, _ = read_results(searched)
+    assert len(result) == 8
+    assert result["encoding"].is_unique
+    space = AdelaideSpace(yaml.safe_load((searched / "search" / "config.yaml").read_text())["space"]["op_names"])
+    for code in result["encoding"]:
+        assert code.startswith("_") and space.canonical(code) == code
+    assert list(result["phase"]) == ["random"] * 4 + ["mutate"] * 4
+    assert (result["status"] == "ok").all()
+    for col in ["encoding", "flops", "parameters", "mIOU", "phase", "parent", "input_size", "latency_ms", "seconds",
+                "status"]:
+        assert col in result.columns
+    assert (result["input_size"] == "32x32").all()
+
+
+def test_mutants_differ_from_a_front_parent_in_one_position(searched):
+    result, _ = read_results(searched)
+    evaluated = list(result["encoding"])
+    for i, row in result[result["phase"] == "mutate"].iterrows():
+        parent = row["parent"]
+        assert parent in evaluated[:i]
+        assert sum(a != b for a, b in zip(parent, row["encoding"])) == 1
+
+
+def test_pareto_front_is_exactly_the_non_dominated_subset(searched):
+    result, front = read_results(searched)
+    ok = result[result["status"] == "ok"]
+
+    def dominated(r):
+        return any((o.mIOU >= r.mIOU and o.flops <= r.flops) and (o.mIOU > r.mIOU or o.flops < r.flops)
+                   for o in ok.itertuples())
+
+    expected = {r.encoding for r in ok.itertuples() if not dominated(r)}
+    assert set(front["encoding"]) == expected
+    assert len(front) == len(expected)
+
+
+def test_flops_and_parameters_match_flop_counter(searched):
+    result, _ = read_results(searched)
+    recipe = yaml.safe_load((searched / "search" / "config.yaml").read_text())
+    space, h_w = recipe["space"], [int(v) for v in result["input_size"][0].split("x")]
+    for row in result.itertuples():
+        model = build_adelaide(encoding=row.encoding, num_classes=recipe["data"]["num_classes"],
+                               op_names=space["op_names"], agg_size=space["agg_size"],
+                               agg_concat=space["agg_concat"], sep_repeats=space["sep_repeats"]).eval()
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            model(torch.zeros(1, 3, *h_w))
+        assert row.flops == counter.get_total_flops() // 2
+        assert row.parameters == sum(p.numel() for p in model.parameters())
+
+
+def test_candidate_weights_rebuild_their_model(searched):
+    from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
+
+    result, _ = read_results(searched)
+    path = searched / "search" / result["weights"][0]
+    model = model_from_checkpoint(load_checkpoint(path), path).eval()
+    assert model(torch.zeros(1, 3, 32, 32)).shape[1] == 6
+
+
+def test_same_seed_same_encodings_in_same_order(searched, tmp_path, run_cli, tiny_recipe, data_flags):
+    again = tmp_path / "again"
+    assert run_cli(search_args(again, tiny_recipe, data_flags, "--quiet")).code == 0
+    first, _ = read_results(searched)
+    second, _ = read_results(again)
+    assert list(first["encoding"]) == list(second["encoding"])
+    assert list(first["mIOU"]) == list(second["mIOU"])
+
+
+def test_rerun_of_a_finished_search_trains_nothing(searched, run_cli, tiny_recipe, data_flags):
+    before = (searched / "search" / "records.jsonl").read_bytes()
+    r = run_cli(search_args(searched, tiny_recipe, data_flags, "--quiet"))
+    assert r.code == 0
+    assert (searched / "search" / "records.jsonl").read_bytes() == before
+
+
+def test_resume_refuses_changed_settings(searched, run_cli, tiny_recipe, data_flags):
+    before = sorted(p.name for p in (searched / "search").iterdir())
+    r = run_cli(search_args(searched, tiny_recipe, data_flags, "--input-size", "40x40"))
+    assert r.code == 2
+    assert "data.input_size" in r.stderr and "Traceback" not in r.stderr
+    assert sorted(p.name for p in (searched / "search").iterdir()) == before
+
+
+def test_larger_budget_extends_a_finished_search(searched, tmp_path, run_cli, tiny_recipe, data_flags):
+    import shutil
+
+    run = tmp_path / "extended"
+    shutil.copytree(searched, run)
+    args = search_args(run, tiny_recipe, data_flags, "--quiet")
+    args[args.index("--mutate-samples") + 1] = "6"
+    assert run_cli(args).code == 0
+    result, _ = read_results(run)
+    assert len(result) == 10 and result["encoding"].is_unique
+
+
+def test_kill_after_third_candidate_then_resume(tmp_path, searched, tiny_recipe, data_flags):
+    run = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "nascli"] + search_args(run, tiny_recipe, data_flags, "--quiet")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = run / "search" / "records.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if records.exists() and len(records.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, "the search finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = len(records.read_text().splitlines())
+    assert 3 <= killed_at < 8
+
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result, _ = read_results(run)
+    assert len(result) == 8 and result["encoding"].is_unique
+    reference, _ = read_results(searched)
+    assert list(result["encoding"]) == list(reference["encoding"])  # as if never interrupted
+    assert list(result["mIOU"]) == list(reference["mIOU"])
+
+
+def test_infeasible_constraint_is_a_one_line_error(tmp_path, run_cli, tiny_recipe, data_flags):
+    recipe = tmp_path / "few_retries.yml"
+    recipe.write_text(tiny_recipe.read_text() + "search:\n  max_retries: 5\n")
+    r = run_cli(search_args(tmp_path / "run", recipe, data_flags, "--max-macs", "1000"))
+    assert r.code == 3
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and "no new candidate satisfying the constraints after 5 tries" in errors[0]
+    assert "smallest flops seen" in errors[0]
+    assert r.stderr.splitlines()[-1].startswith("Hint: relax --max-macs")
+    assert "Traceback" not in r.stderr
+
+
+def test_constraint_rejects_before_training(searched, tmp_path, run_cli, tiny_recipe, data_flags):
+    limit = int(read_results(searched)[0]["flops"].median())  # about half the space is feasible
+    r = run_cli(search_args(tmp_path / "run", tiny_recipe, data_flags, "--max-macs", str(limit), "--quiet"))
+    assert r.code == 0, r.stderr
+    result, _ = read_results(tmp_path / "run")
+    assert len(result) == 8 and (result["flops"] <= limit).all()
