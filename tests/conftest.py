@@ -79,3 +79,13 @@ def data_flags(demo_data: Path) -> list[str]:
     """The flags that point a command at the tiny demo dataset."""
     return ["--data-root", str(demo_data), "--train-list", str(demo_data / "train.txt"),
             "--val-list", str(demo_data / "val.txt")]
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_threads():
+    """Commands run in-process set torch's thread count; results depend on it, so no test may leak it."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

@@ -166,13 +166,19 @@ class CandidateEvaluator:
         return lambda step, loss: self.progress({"event": "step", "epoch": epoch, "epochs": self.cfg.epochs,
                                                  "step": step, "steps": steps, "loss": loss})
 
-    def _save(self, model: SegmentationNet, encoding: str, path: Path) -> None:
-        meta = {"num_classes": self.num_classes, "class_names": self.recipe.data.class_names,
-                "mean": list(self.recipe.data.mean), "std": list(self.recipe.data.std),
-                "input_size": list(self.recipe.data.input_size), "ignore_index": self.recipe.data.ignore_index,
-                "encoding": self.space.canonical(encoding)}
+    def meta(self, encoding: str, **extra) -> dict:
+        """What a checkpoint needs besides weights to be used on its own (classes, normalisation, size)."""
+        d = self.recipe.data
+        return {"num_classes": self.num_classes, "class_names": d.class_names, "mean": list(d.mean),
+                "std": list(d.std), "input_size": list(d.input_size), "ignore_index": d.ignore_index,
+                "encoding": self.space.canonical(encoding), **extra}
+
+    def _save(self, model: SegmentationNet, encoding: str, path: Path, decoder_only: bool | None = None) -> None:
+        meta = self.meta(encoding)
         spec = {"name": "adelaide", "kwargs": self.model_kwargs(encoding)}
-        if self.cfg.mode == "cached" and self.encoder_file is not None:
+        if decoder_only is None:
+            decoder_only = self.cfg.mode == "cached" and self.encoder_file is not None
+        if decoder_only:
             # Decoder only: every candidate shares the search's frozen encoder (saves ~9 MB a candidate).
             state = {f"decoder.{k}": v for k, v in model.decoder.state_dict().items()}
             encoder_file = os.path.relpath(self.encoder_file, path.parent)  # the run directory may move

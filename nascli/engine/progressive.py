@@ -267,12 +267,4 @@ class ProgressiveEvaluator(CandidateEvaluator):
     # --- saving ------------------------------------------------------------------------------------
     def _save_stage(self, model: SegmentationNet, encoding: str, path: Path, stage: int) -> None:
         """Stage 1: as CandidateEvaluator (decoder-only, shared encoder); stage 2: the whole network."""
-        if stage == 1:
-            self._save(model, encoding, path)
-            return
-        d = self.recipe.data
-        meta = {"num_classes": self.num_classes, "class_names": d.class_names, "mean": list(d.mean),
-                "std": list(d.std), "input_size": list(d.input_size), "ignore_index": d.ignore_index,
-                "encoding": self.space.canonical(encoding), "stage": 2}
-        save_checkpoint(path, {"model": {"name": "adelaide", "kwargs": self.model_kwargs(encoding)},
-                               "state_dict": model.state_dict(), "meta": meta})
+        self._save(model, encoding, path, decoder_only=stage == 1)

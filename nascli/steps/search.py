@@ -43,8 +43,8 @@ from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict
 log = logging.getLogger(__name__)
 
 COLUMNS = ["index", "encoding", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
-           "latency_ms", "fwIOU", "mean_acc", "pixel_acc", "reward", "stage", "epochs", "mode", "train_seconds",
-           "seconds", "mutated_position", "weights", "message"]
+           "latency_ms", "fwIOU", "mean_acc", "pixel_acc", "reward", "reward_stage1", "stage", "stop_prob", "logp",
+           "repeats", "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
 # Settings a resumed search may change: the budget and how it runs, not what a candidate's numbers mean.
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
