@@ -96,6 +96,7 @@ class TrainConfig(_Section):
     step_epochs: int = Field(5, ge=1)  # StepLR period
     step_gamma: float = Field(0.5, gt=0, le=1)
     mode: Literal["cached", "full"] = "cached"  # cached: frozen encoder, features computed once
+    loss_at: Literal["label", "logits"] = "label"  # logits: cross-entropy on the decoder's stride-4 grid
     cache_views: int = Field(2, ge=1)  # augmented views per image kept in the feature cache
     max_train_images: Optional[int] = Field(None, ge=1)  # subsample the training list (search proxy)
     max_val_images: Optional[int] = Field(None, ge=1)
@@ -159,7 +160,7 @@ class Recipe(_Section):
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
-    candidate: TrainConfig = Field(default_factory=TrainConfig)
+    candidate: TrainConfig = Field(default_factory=lambda: TrainConfig(loss_at="logits"))
     train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, mode="full", lr=1e-3, cache_views=1))
     pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, mode="full", lr=1e-3))
     fast_nas: FastNasConfig = Field(default_factory=FastNasConfig)
@@ -229,7 +230,9 @@ def build_recipe(layers: list[tuple[str, dict]], flags: dict[str, str] | None = 
     `source` names where a layer came from (a file path, 'the run directory', 'options') for errors;
     `flags` maps dotted keys to the command-line flag that set them, so errors name the flag.
     """
-    merged: dict = {}
+    # The defaults are the bottom layer, so a recipe that sets one key of a section keeps the section's
+    # other defaults (Recipe.train's are not TrainConfig's).
+    merged: dict = Recipe().model_dump(mode="json")
     origin: dict[str, str] = {}
     for source, layer in layers:
         merged = deep_merge(merged, layer)

@@ -13,8 +13,8 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       search/result.csv        search: every candidate (rewritten from records.jsonl)
       search/pareto_front.csv  search: the non-dominated candidates
       train/last.pth best.pth  train: checkpoints that rebuild their model (+ metrics.csv, config.yaml)
-      eval/metrics.json        eval: mIoU & co (+ per_class.csv)
-      profile/profile.json     profile: params, MACs, latency
+      eval/<model>-<list>/     eval: metrics.json (mIoU & co) and per_class.csv
+      profile/<model>-<HxW>-<device>.json   profile: params, MACs, latency
       export/model.onnx        export: ONNX model (+ export.json)
       pareto/pareto.csv .png   pareto: front table and plot
 

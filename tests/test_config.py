@@ -95,3 +95,9 @@ def test_adelaide_recipe_documents_exactly_the_defaults():
     defaults = Recipe().model_dump(mode="json")
     shipped.pop("fast_nas"), defaults.pop("fast_nas")  # documented in fast_nas.yml
     assert shipped == defaults
+
+
+def test_a_partial_section_keeps_that_sections_own_defaults():
+    r = build_recipe([("r.yml", {"train": {"epochs": 2}, "pretrain": {"lr": 0.01}})])
+    assert (r.train.epochs, r.train.mode, r.train.lr) == (2, "full", 1e-3)
+    assert (r.pretrain.lr, r.pretrain.epochs) == (0.01, 10)

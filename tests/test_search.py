@@ -142,7 +142,11 @@ def test_larger_budget_extends_a_finished_search(searched, tmp_path, run_cli, ti
     assert len(result) == 10 and result["encoding"].is_unique
 
 
-def test_kill_after_third_candidate_then_resume(tmp_path, searched, tiny_recipe, data_flags):
+def test_kill_after_third_candidate_then_resume(tmp_path, tiny_recipe, data_flags):
+    # The reference runs in a fresh process too: numbers must match those of an uninterrupted command,
+    # and a long-lived test process carries native library state (thread pools) a fresh one does not.
+    cmd = [sys.executable, "-m", "nascli"] + search_args(tmp_path / "reference", tiny_recipe, data_flags, "--quiet")
+    subprocess.run(cmd, check=True, capture_output=True, timeout=300)
     run = tmp_path / "killed"
     cmd = [sys.executable, "-m", "nascli"] + search_args(run, tiny_recipe, data_flags, "--quiet")
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -162,7 +166,7 @@ def test_kill_after_third_candidate_then_resume(tmp_path, searched, tiny_recipe,
     assert done.returncode == 0, done.stderr
     result, _ = read_results(run)
     assert len(result) == 8 and result["encoding"].is_unique
-    reference, _ = read_results(searched)
+    reference, _ = read_results(tmp_path / "reference")
     assert list(result["encoding"]) == list(reference["encoding"])  # as if never interrupted
     assert list(result["mIOU"]) == list(reference["mIOU"])
 
@@ -185,3 +189,14 @@ def test_constraint_rejects_before_training(searched, tmp_path, run_cli, tiny_re
     assert r.code == 0, r.stderr
     result, _ = read_results(tmp_path / "run")
     assert len(result) == 8 and (result["flops"] <= limit).all()
+
+
+def test_other_steps_settings_do_not_block_resume(searched, tmp_path, run_cli, tiny_recipe, data_flags):
+    import shutil
+
+    run = tmp_path / "after_train"
+    shutil.copytree(searched, run)
+    recipe = yaml.safe_load((run / "recipe.yaml").read_text())
+    recipe["train"]["sep_repeats"] = 2  # as `nascli train --sep-repeats 2` leaves it
+    (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+    assert run_cli(search_args(run, tiny_recipe, data_flags, "--quiet")).code == 0

@@ -146,3 +146,23 @@ def test_ops_keep_shape_and_follow_their_structure():
         assert isinstance(list(op.modules())[-1], nn.ReLU), name
     dil = [m for m in OPS["sep_conv_5x5_dil6"](8, 1).modules() if isinstance(m, nn.Conv2d)][0]
     assert (dil.kernel_size, dil.dilation, dil.padding) == ((5, 5), (6, 6), (12, 12))
+
+
+@pytest.mark.parametrize("k, dilation, size", [(5, 6, (45, 60)), (3, 3, (17, 23)), (3, 12, (20, 13)), (3, 1, (9, 9))])
+def test_space_to_batch_depthwise_equals_the_dilated_conv(k, dilation, size):
+    from nascli.zoo.ops import DepthwiseConv2d
+
+    torch.manual_seed(0)
+    conv = DepthwiseConv2d(4, 4, k, padding=dilation * (k - 1) // 2, dilation=dilation, groups=4, bias=False)
+    x = torch.randn(2, 4, *size, requires_grad=True)
+    conv.train()
+    y_train = conv(x)
+    (y_train * torch.arange(y_train.numel()).reshape(y_train.shape).sin()).sum().backward()
+    g_train, gx_train = conv.weight.grad.clone(), x.grad.clone()
+    conv.weight.grad, x.grad = None, None
+    conv.eval()
+    y_eval = conv(x)  # the plain dilated conv
+    (y_eval * torch.arange(y_eval.numel()).reshape(y_eval.shape).sin()).sum().backward()
+    assert torch.allclose(y_train, y_eval, atol=1e-5)
+    assert torch.allclose(g_train, conv.weight.grad, atol=1e-4)
+    assert torch.allclose(gx_train, x.grad, atol=1e-5)

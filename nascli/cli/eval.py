@@ -30,7 +30,7 @@ def eval_cmd(
     """Evaluate a trained model on a list file: mIoU, per-class IoU, pixel accuracy, mean class accuracy.
 
     Pixels labelled with the ignore value are skipped; classes absent from both labels and predictions are
-    left out of the means and listed. Writes RUN/eval/<model>-<list>/metrics.json and per_class.csv.
+    left out of the means and listed. Writes RUN/eval/<model>-<list>/metrics.json and per_class.csv (e.g. eval/train-best-val/).
 
     Example:
 

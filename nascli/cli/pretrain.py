@@ -71,9 +71,9 @@ def pretrain_backbone(
                             "meta": result.meta, "history": result.history,
                             "metrics_csv": str(result.metrics_csv) if result.metrics_csv else None})
     else:
-        rows = [{"mode": result.mode, "source": result.meta["source"],
-                 "sha256": result.meta.get("sha256", ""), "encoder": str(result.encoder_path)}]
-        console.print_table(rows, title="Encoder weights")
+        fields = {"mode": result.mode, "source": result.meta["source"], "sha256": result.meta.get("sha256"),
+                  "encoder file": str(result.encoder_path)}
+        console.print_table([{"": k, "value": v} for k, v in fields.items() if v], title="Encoder weights")
     console.say(f"wrote {result.encoder_path}" + (f" and {result.metrics_csv}" if result.metrics_csv else "")
                 + f" ({result.seconds:.0f} s)")
     console.next_step(f"nascli search -r {result.run_dir}")

@@ -130,19 +130,21 @@ class CandidateEvaluator:
         steps = math.ceil(cache.num_train / self.cfg.batch_size)
         sched = make_scheduler(opt, self.cfg, steps)
         gen = torch.Generator().manual_seed(run_seed)
-        decoder.train()
+        # channels_last: oneDNN's depthwise and 1x1 convs run faster on NHWC (BENCHMARKS.md, B1).
+        decoder.to(memory_format=torch.channels_last).train()
+        out_size = None if self.cfg.loss_at == "logits" else "label"
+        forward = lambda b: decoder(b[0], None if out_size is None else b[1].shape[-2:])  # noqa: E731
         for epoch in range(self.cfg.epochs):
             batches = self._cached_train(cache, epoch, gen)
-            train_steps(lambda b: seg_loss(decoder(b[0], b[1].shape[-2:]), b[1], ignore), batches, opt, sched,
+            train_steps(lambda b: seg_loss(forward(b), b[1], ignore, self.cfg.loss_at), batches, opt, sched,
                         on_step=self._on_step(epoch, steps))
-        recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), lambda b: decoder(b[0], b[1].shape[-2:]))
+        recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), forward)
         # Logits go straight to the label's size (the cached images may have been scaled for evaluation).
-        val = ((([t.to(self.device) if t is not None else None for t in taps], m.shape[-2:]), m.to(self.device))
-               for taps, m in cache.val_batches())
+        val = (((_device_taps(taps, self.device), m.shape[-2:]), m.to(self.device)) for taps, m in cache.val_batches())
         return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, ignore)
 
     def _cached_train(self, cache: FeatureCache, epoch: int, gen: torch.Generator):
-        return (([t.to(self.device) if t is not None else None for t in taps], masks.to(self.device))
+        return ((_device_taps(taps, self.device), masks.to(self.device))
                 for taps, masks in cache.train_batches(epoch, self.cfg.batch_size, gen))
 
     def _train_full(self, model: SegmentationNet, run_seed: int) -> dict:
@@ -185,6 +187,10 @@ class CandidateEvaluator:
             save_checkpoint(path, {"model": spec, "state_dict": state, "meta": meta, "encoder_file": encoder_file})
         else:
             save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "meta": meta})
+
+
+def _device_taps(taps: list[torch.Tensor | None], device: torch.device) -> list[torch.Tensor | None]:
+    return [t.to(device).contiguous(memory_format=torch.channels_last) if t is not None else None for t in taps]
 
 
 @torch.no_grad()

@@ -37,10 +37,15 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """Cross-entropy at the label's resolution (logits are resized if they differ)."""
+def seg_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, at: str = "label") -> torch.Tensor:
+    """Cross-entropy at the label's resolution (logits resized up), or at the logits' (`at="logits"`: the
+    label sampled nearest-exact, i.e. each output cell takes the label at its centre; far cheaper when
+    the decoder predicts at stride 4)."""
     if logits.shape[-2:] != target.shape[-2:]:
-        logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
+        if at == "logits":
+            target = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0].long()
+        else:
+            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
     return F.cross_entropy(logits, target, ignore_index=ignore_index)
 
 

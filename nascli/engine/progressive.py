@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nascli.data.listfile import derive_seed
-from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator, encoding_seed, evaluate_model
 from nascli.engine.loops import (DivergedError, evaluate_logits, make_optimizer, make_scheduler, recalibrate_bn,
                                  seg_loss, train_steps)

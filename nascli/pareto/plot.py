@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from nascli.pareto.front import OBJECTIVES  # noqa: E402
+from nascli.pareto.front import OBJECTIVES, non_dominated, objective_matrix  # noqa: E402
 
 # objective -> (axis label, scale divisor)
 AXES: dict[str, tuple[str, float]] = {
@@ -56,10 +56,13 @@ def plot_front(table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[st
         ax.scatter(all_x, values(ok, y_name), s=22, c="0.65", label=f"candidates ({len(ok)})", zorder=2)
         fx = values(front, x_name) if x_name else front["index"].to_numpy(dtype=float)
         fy = values(front, y_name)
-        order = np.argsort(fx, kind="stable")
         if x_name is not None and len(front) > 1:
+            # the staircase joins the points non-dominated in the two plotted objectives (with more
+            # objectives, other front members lie off it: they win on an objective not drawn)
+            on_2d = non_dominated(objective_matrix(front, [y_name, x_name]))
+            order = np.argsort(fx[on_2d], kind="stable")
             where = "post" if OBJECTIVES[x_name][1] < 0 else "pre"
-            ax.step(fx[order], fy[order], where=where, color="tab:red", lw=1.2, zorder=3)
+            ax.step(fx[on_2d][order], fy[on_2d][order], where=where, color="tab:red", lw=1.2, zorder=3)
         ax.scatter(fx, fy, s=46, c="tab:red", edgecolors="black", linewidths=0.6,
                    label=f"Pareto front ({len(front)})", zorder=4)
         for i, (x, y) in enumerate(zip(fx, fy)):

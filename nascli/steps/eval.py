@@ -6,8 +6,9 @@ ignore value are skipped; a class absent from both labels and predictions has no
 means and listed. Logits are always resized (bilinear) to the label's size before the argmax; an ONNX
 model with a fixed input size gets each image resized (bilinear) to that size first.
 
-Files: RUN/eval/<model>-<list>/metrics.json and per_class.csv, named after the evaluated file (and
-`-onnx` for an ONNX model), so evaluating the exported model does not overwrite the PyTorch results.
+Files: RUN/eval/<model>-<list>/metrics.json and per_class.csv, named after the evaluated file (its path
+in the run directory, `-onnx` for an ONNX model) and the list, e.g. eval/train-best-val/ and
+eval/export-model-onnx-val/, so evaluating the exported model does not overwrite the PyTorch results.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ def load_onnx(path: Path, threads: int | None = None) -> LoadedModel:
     from nascli.export.onnx import INPUT_NAME, decode_metadata, session, static_input_size
 
     if not Path(path).is_file():
-        raise CheckpointError(f"ONNX model {path} not found", hint=f"run `nascli export --onnx` first, or check the path")
+        raise CheckpointError(f"ONNX model {path} not found", hint="run `nascli export --onnx` first, or check the path")
     try:
         sess = session(Path(path), threads=threads)
     except Exception as e:  # onnxruntime raises its own exception types for unreadable models
@@ -130,7 +131,10 @@ def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None) -> R
         d.val_list = Path(list_file)
     nc = int(meta["num_classes"])
     names = meta.get("class_names")
-    d.class_names = names if names and len(names) == nc else (d.class_names if d.class_names and len(d.class_names) == nc else None)
+    if names and len(names) == nc:
+        d.class_names = names
+    elif d.class_names and len(d.class_names) != nc:
+        d.class_names = None  # the data's names do not fit this model: ids only
     d.num_classes = nc
     if meta.get("mean") and meta.get("std"):
         d.mean, d.std = tuple(meta["mean"]), tuple(meta["std"])
@@ -150,7 +154,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     validate_lists(recipe, train=False)
     _, val_ds = datasets(recipe, train=False)
     list_path = Path(recipe.data.val_list)
-    name = f"{path.stem}{'-onnx' if model.kind == 'onnxruntime' else ''}-{list_path.stem}"
+    name = result_name(run_dir, path, model.kind, list_path)
     out = run_dir.sub("eval") / name
     progress = progress or (lambda event: None)
     started = time.perf_counter()
@@ -175,6 +179,19 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
         atomic_write_text(out / "per_class.csv", pd.DataFrame(classes).to_csv(index=False))
         run_dir.write_status("eval", "done", model=str(path), miou=_json_safe(metrics["miou"]), out=str(out))
     return EvalResult(run_dir.path, name, model, list_path, metrics, classes, out, seconds, doc)
+
+
+def path_label(run_dir: RunDir, path: Path) -> str:
+    """A file's path inside the run directory as a name: train/best.pth -> train-best (else its stem)."""
+    try:
+        return "-".join(path.resolve().relative_to(run_dir.path.resolve()).with_suffix("").parts)
+    except ValueError:  # outside the run directory
+        return path.stem
+
+
+def result_name(run_dir: RunDir, model: Path, kind: str, list_file: Path) -> str:
+    """e.g. train-best-val, export-model-onnx-val, search-candidates-0003-weights-val, mymodel-test."""
+    return "-".join([path_label(run_dir, model), *(["onnx"] if kind == "onnxruntime" else []), list_file.stem])
 
 
 def confusion(predict: Callable[[torch.Tensor], torch.Tensor], data, num_classes: int, ignore_index: int,

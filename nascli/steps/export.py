@@ -46,7 +46,8 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
         opset: int = DEFAULT_OPSET, dynamic: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> ExportResult:
     """Validate the checkpoint and options, then export, check and compare; CheckFailed over the tolerance."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
-        raise UsageError(f"option --opset: {opset} is not supported", hint=f"use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
+        raise UsageError(f"option --opset: {opset} is not supported",
+                         hint=f"use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     if not tolerance > 0:
         raise UsageError(f"option --tolerance: {tolerance} must be positive", hint=f"e.g. {DEFAULT_TOLERANCE}")
     setup_torch(recipe)

@@ -48,8 +48,8 @@ def parse_objectives(text: str | None, default: list[str]) -> list[str]:
     for n in names:
         if n not in OBJECTIVES:
             close = difflib.get_close_matches(n, list(OBJECTIVES), n=1)
-            raise UsageError(f"option --objectives: unknown objective {n!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
-                             hint=f"known: {', '.join(OBJECTIVES)}")
+            mean = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UsageError(f"option --objectives: unknown objective {n!r}{mean}", hint=f"known: {', '.join(OBJECTIVES)}")
     if not names or len(set(names)) != len(names):
         raise UsageError("option --objectives: give one or more distinct objectives", hint="e.g. --objectives miou,flops")
     return names
@@ -89,7 +89,8 @@ def run(recipe: Recipe, run_dir: RunDir, *, objectives: list[str] | None = None,
 def _check_columns(table: pd.DataFrame, objectives: list[str], source: Path) -> None:
     ok = table[table["status"] == "ok"] if "status" in table.columns else table
     if ok.empty:
-        raise InputError(f"{source} has no successfully evaluated candidate", hint="search longer, or look at its status column")
+        raise InputError(f"{source} has no successfully evaluated candidate",
+                         hint="search longer, or look at its status column")
     for name in objectives:
         column = OBJECTIVES[name][0]
         if column not in ok.columns or pd.to_numeric(ok[column], errors="coerce").isna().all():

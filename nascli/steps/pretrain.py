@@ -145,7 +145,8 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         load_encoder_weights(MobileNetV2Encoder(), state)
     except KeyError as e:
         raise CheckpointError(f"--weights {path} does not fit MobileNetV2 (width 1.0): {e.args[0]}",
-                              hint="give torchvision's mobilenet_v2 weights (e.g. MobileNet_V2_Weights.IMAGENET1K_V1)") from None
+                              hint="give torchvision's mobilenet_v2 weights "
+                                   "(e.g. MobileNet_V2_Weights.IMAGENET1K_V1)") from None
     digest = sha256(path)
     log.info("imported %d encoder tensors from %s (sha256 %s)", len(state), path, digest)
     return state, {"source": f"torchvision weights {path.resolve()}", "sha256": digest, "file": str(path.resolve())}
@@ -160,7 +161,8 @@ def _loader(ds, batch_size: int, seed: int, epoch: int, workers: int) -> DataLoa
     return DataLoader(ds, batch_size=batch_size, shuffle=True, generator=gen, drop_last=drop, num_workers=workers)
 
 
-def _train_dense(recipe: Recipe, device: torch.device, progress: Callable[[dict], None]) -> tuple[dict, dict, list[dict]]:
+def _train_dense(recipe: Recipe, device: torch.device,
+                 progress: Callable[[dict], None]) -> tuple[dict, dict, list[dict]]:
     cfg, seed, ignore = recipe.pretrain, recipe.seed, recipe.data.ignore_index
     torch.manual_seed(seed)
     model = create_model("mobilenetv2_lraspp", num_classes=recipe.data.num_classes).to(device)
@@ -240,7 +242,8 @@ def _image_folder(folder: Path, recipe: Recipe):
     return ds
 
 
-def _train_classifier(recipe: Recipe, ds, device: torch.device, progress: Callable[[dict], None]) -> tuple[dict, dict, list[dict]]:
+def _train_classifier(recipe: Recipe, ds, device: torch.device,
+                      progress: Callable[[dict], None]) -> tuple[dict, dict, list[dict]]:
     cfg, seed = recipe.pretrain, recipe.seed
     torch.manual_seed(seed)
     model = _Classifier(len(ds.classes)).to(device)

@@ -26,7 +26,7 @@ from nascli.profile.latency import torch_latency
 from nascli.profile.system import machine, versions
 from nascli.rundir import RunDir, atomic_write_json
 from nascli.steps.common import setup_torch
-from nascli.steps.eval import load_pytorch
+from nascli.steps.eval import load_pytorch, path_label
 from nascli.steps.train import adelaide_kwargs, parse_encoding
 from nascli.zoo.registry import check_name, create_model
 
@@ -103,15 +103,15 @@ def _subject(recipe: Recipe, run_dir: RunDir, checkpoint: Path | None, encoding:
     if model is not None:
         check_name(model)
         nc = _num_classes(recipe, num_classes)
-        return _Subject(create_model(model, num_classes=nc), model,
-                        {"name": model, "weights": "random (cost does not depend on them)", "kwargs": {"num_classes": nc}}, {})
+        description = {"name": model, "weights": "random (cost does not depend on them)", "kwargs": {"num_classes": nc}}
+        return _Subject(create_model(model, num_classes=nc), model, description, {})
     path = Path(checkpoint) if checkpoint is not None else run_dir.require(
         run_dir.file("train", "best.pth"), "train", "--checkpoint, --encoding or --model")
     if num_classes is not None:
         raise UsageError("--num-classes applies to --encoding/--model; a checkpoint has its own",
                          hint="drop --num-classes")
     loaded = load_pytorch(path, "cpu")
-    return _Subject(loaded.module, path.stem, {"name": loaded.spec.get("name"), "checkpoint": str(path),
+    return _Subject(loaded.module, path_label(run_dir, path), {"name": loaded.spec.get("name"), "checkpoint": str(path),
                                               "encoding": loaded.meta.get("encoding"), "kwargs": loaded.spec.get("kwargs")},
                     loaded.meta)
 

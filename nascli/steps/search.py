@@ -46,9 +46,11 @@ COLUMNS = ["index", "encoding", "phase", "parent", "status", "mIOU", "flops", "p
            "latency_ms", "fwIOU", "mean_acc", "pixel_acc", "reward", "reward_stage1", "stage", "stop_prob", "logp",
            "repeats", "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
-# Settings a resumed search may change: the budget and how it runs, not what a candidate's numbers mean.
+# What a candidate's numbers depend on: a resumed search must match these. The budget, how the search
+# runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
+SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.", "fast_nas.")
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
-                     "device", "threads", "data.workers")
+                     "data.workers")
 
 
 @dataclass
@@ -172,7 +174,7 @@ def _check_resumable(config_path: Path, recipe: Recipe) -> None:
         raise RunDirError(f"{config_path} cannot be read ({e})", hint="restore it, or use a new run directory") from None
     new = _flatten(recipe.model_dump(mode="json"))
     for key in sorted(set(old) | set(new)):
-        if key.startswith(RESUMABLE_CHANGES) or old.get(key) == new.get(key):
+        if not key.startswith(SEARCH_KEYS) or key.startswith(RESUMABLE_CHANGES) or old.get(key) == new.get(key):
             continue
         raise UsageError(f"{config_path.parent} holds a search with {key}={old.get(key)!r}; this command asks for "
                          f"{new.get(key)!r}",

@@ -6,8 +6,8 @@ encoder start from the run's pretrained encoder (pretrain/encoder.pth, else sear
 
 `train` always trains end to end: `train.mode` and `train.cache_views` (candidate settings) are not used.
 
-Files in RUN/train/: config.yaml (the resolved recipe), last.pth after every epoch, best.pth when the
-validation mIoU improves, metrics.csv with one row per finished epoch (rewritten from the history inside
+Files in RUN/train/: config.yaml (the resolved recipe, also saved as RUN/recipe.yaml for the later
+steps), last.pth after every epoch, best.pth when the validation mIoU improves, metrics.csv with one row per finished epoch (rewritten from the history inside
 last.pth, so a resumed training lists every epoch exactly once).
 
 Resume (`--resume`): last.pth holds the weights, optimizer, scheduler, history and epoch. Epoch e's
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +38,7 @@ from nascli.errors import CheckpointError, EncodingError, Interrupted, NascliErr
 from nascli.rundir import RunDir, atomic_write_text
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.spaces.adelaide import EncodingError as CodecError
-from nascli.steps.common import RUN_RECIPE, datasets, resolve_data, setup_torch, validate_lists
+from nascli.steps.common import RUN_RECIPE, datasets, resolve_data, save_run_recipe, setup_torch, validate_lists
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
 from nascli.zoo.registry import OWN_ENCODER, check_name, create_model
 
@@ -73,7 +73,6 @@ class TrainResult:
     encoder_origin: str | None = None
     resumed_from: int = 0
     seconds: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 # --- the recipe -----------------------------------------------------------------------------------------
@@ -239,22 +238,11 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
     validate_lists(recipe)
     tdir = run_dir.sub("train")
     last = tdir / "last.pth"
-    state = None
     if resume:
         if any(v is not None for v in (model, encoding, pick)):
             raise UsageError("--resume continues the model in RUN/train/last.pth; --model/--encoding/--pick conflict",
                              hint="drop them, or start a new training without --resume")
-        if not last.is_file():
-            raise RunDirError(f"--resume: {last} not found, nothing to resume",
-                              hint=f"run `nascli train -r {run_dir.path}` without --resume")
-        _check_resumable(tdir / "config.yaml", recipe)
-        state = load_checkpoint(last)
-        if "optimizer" not in state or "epoch" not in state:
-            raise CheckpointError(f"{last} is not a resumable training checkpoint (no optimizer state)",
-                                  hint="start over without --resume")
-        source = ModelSource(state["model"]["name"], state["model"]["kwargs"], state["meta"].get("source", str(last)),
-                             state["meta"].get("encoding"))
-        net = model_from_checkpoint(state, last)
+        source, net, state = _resumed(recipe, run_dir, last)
         enc_origin = None
     else:
         _refuse_unfinished(last, run_dir)
@@ -263,18 +251,24 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
         enc_path = encoder_file(run_dir, encoder) if source.name in OWN_ENCODER else None
         enc = _load_encoder(enc_path) if enc_path is not None else None
         torch.manual_seed(recipe.seed)
-        net = create_model(source.name, **source.kwargs)
+        net, state = create_model(source.name, **source.kwargs), None
         enc_origin = _init_encoder(net, source, enc)
     progress = progress or (lambda event: None)
     with run_dir.lock("train"):
         tdir.mkdir(parents=True, exist_ok=True)
+        if state is None:
+            _clear_previous(tdir)
         atomic_write_text(tdir / "config.yaml", recipe_to_yaml(recipe))
+        save_run_recipe(run_dir, recipe)  # eval, export and profile on this run start from it
         run_dir.write_status("train", "running", model=source.name, encoding=source.encoding, source=source.origin)
         try:
             result = _train(recipe, run_dir, source, net.to(device), device, state, progress)
         except KeyboardInterrupt:
             done = _epochs_done(last)
             run_dir.write_status("train", "interrupted", message=f"stopped by the user after {done} epochs")
+            if not done:
+                raise Interrupted("training interrupted before its first epoch finished; nothing was saved",
+                                  hint="run the same command again") from None
             raise Interrupted(f"training interrupted after {done} finished epochs; {last} holds the last one",
                               hint=f"continue with `nascli train -r {run_dir.path} --resume`") from None
         except NascliError as e:
@@ -289,6 +283,22 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
         return result
 
 
+def _resumed(recipe: Recipe, run_dir: RunDir, last: Path) -> tuple[ModelSource, torch.nn.Module, dict]:
+    """The model and training state in last.pth, after checking the settings match the original run."""
+    if not last.is_file():
+        raise RunDirError(f"--resume: {last} not found, nothing to resume",
+                          hint=f"run `nascli train -r {run_dir.path}` without --resume")
+    _check_resumable(last.parent / "config.yaml", recipe)
+    state = load_checkpoint(last)
+    if "optimizer" not in state or "epoch" not in state:
+        raise CheckpointError(f"{last} is not a resumable training checkpoint (no optimizer state)",
+                              hint="start over without --resume")
+    meta = state["meta"]
+    source = ModelSource(state["model"]["name"], state["model"]["kwargs"], meta.get("source", str(last)),
+                         meta.get("encoding"))
+    return source, model_from_checkpoint(state, last), state
+
+
 def _refuse_unfinished(last: Path, run_dir: RunDir) -> None:
     if not last.is_file():
         return
@@ -301,6 +311,15 @@ def _refuse_unfinished(last: Path, run_dir: RunDir) -> None:
         raise UsageError(f"{last} holds an unfinished training ({done} of {total} epochs)",
                          hint=f"continue it with `nascli train -r {run_dir.path} --resume`, "
                               f"or delete {last.parent} to start over")
+
+
+def _clear_previous(tdir: Path) -> None:
+    """A new training replaces a finished one: its checkpoints go, so none can be mistaken for the new one's."""
+    old = [tdir / n for n in ("last.pth", "best.pth", "metrics.csv") if (tdir / n).exists()]
+    if old:
+        log.warning("replacing the previous training in %s (%s)", tdir, ", ".join(p.name for p in old))
+    for path in old:
+        path.unlink()
 
 
 def _init_encoder(net: torch.nn.Module, source: ModelSource, enc: tuple[dict, str] | None) -> str | None:

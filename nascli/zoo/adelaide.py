@@ -77,12 +77,13 @@ class Head(nn.Module):
         self.proj = conv_bn_relu(channels * num_inputs if concat else channels, channels, 1)
         self.classifier = nn.Conv2d(channels, num_classes, 3, padding=1, bias=True)
 
-    def forward(self, feats: list[torch.Tensor], out_size: Sequence[int]) -> torch.Tensor:
+    def forward(self, feats: list[torch.Tensor], out_size: Sequence[int] | None) -> torch.Tensor:
+        """Logits at `out_size`, or at the finest merge output's size when `out_size` is None."""
         size = max((f.shape[-2:] for f in feats), key=lambda s: s[0] * s[1])
         feats = [_resize(f, size) for f in feats]
         x = torch.cat(feats, dim=1) if self.concat else torch.stack(feats).sum(0)
         x = self.classifier(self.proj(F.relu(x)))
-        return _resize(x, out_size)
+        return x if out_size is None else _resize(x, out_size)
 
 
 class AdelaideDecoder(nn.Module):
@@ -99,7 +100,8 @@ class AdelaideDecoder(nn.Module):
         self.head_inputs = arch.head_inputs()
         self.head = Head(len(self.head_inputs), agg_size, num_classes, agg_concat)
 
-    def forward(self, taps: Sequence[torch.Tensor | None], out_size: Sequence[int]) -> torch.Tensor:
+    def forward(self, taps: Sequence[torch.Tensor | None], out_size: Sequence[int] | None) -> torch.Tensor:
+        """Logits at `out_size` (None: at the decoder's own finest resolution)."""
         f: list[torch.Tensor | None] = [None] * len(taps)
         for t in self.taps:
             f[t] = self.adapters[str(t)](taps[t])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -20,13 +22,39 @@ def conv_bn_relu(c_in: int, c_out: int, k: int = 1, dilation: int = 1) -> nn.Seq
     )
 
 
+class DepthwiseConv2d(nn.Conv2d):
+    """A depthwise conv (same parameters as nn.Conv2d, so checkpoints and export are unchanged) whose
+    dilated form trains through space-to-batch.
+
+    A dilation-d conv equals an undilated conv applied to each of the d*d interleaved sub-grids of the
+    input (zero padding makes this exact). On CPU, PyTorch's dilated depthwise backward is slow (measured
+    1.3-2.2x slower at stride 4 of 180x240, batch 16); the rearranged form is not. Inference keeps the
+    direct dilated conv, which is the faster there and what ONNX exports.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self.dilation[0]
+        if not self.training or d == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        ph, pw = (-h) % d, (-w) % d
+        hh, ww = (h + ph) // d, (w + pw) // d
+        channels_last = x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+        x = F.pad(x, (0, pw, 0, ph)).reshape(n, c, hh, d, ww, d).permute(0, 3, 5, 1, 2, 4).reshape(n * d * d, c, hh, ww)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = F.conv2d(x, self.weight, padding=(self.kernel_size[0] - 1) // 2, groups=self.groups)
+        y = y.reshape(n, d, d, c, hh, ww).permute(0, 3, 4, 1, 5, 2).reshape(n, c, hh * d, ww * d)
+        return y[:, :, :h, :w]
+
+
 def sep_conv(c: int, k: int, dilation: int = 1, repeats: int = 1) -> nn.Sequential:
     """[depthwise kxk (dilated) -> pointwise 1x1 -> BN -> ReLU] x repeats."""
     pad = dilation * (k - 1) // 2
     layers: list[nn.Module] = []
     for _ in range(repeats):
         layers += [
-            nn.Conv2d(c, c, k, padding=pad, dilation=dilation, groups=c, bias=False),
+            DepthwiseConv2d(c, c, k, padding=pad, dilation=dilation, groups=c, bias=False),
             nn.Conv2d(c, c, 1, bias=False),
             nn.BatchNorm2d(c),
             nn.ReLU(inplace=True),
