@@ -10,7 +10,10 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
 
-.PHONY: venv test test-slow demo bench bench-quick clean
+CAMVID_RUN ?= runs/camvid
+CAMVID_RECIPE ?= recipes/camvid_adelaide_ea.yml
+
+.PHONY: venv test test-slow demo bench bench-quick study clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -31,6 +34,27 @@ demo: venv
 	$(NASCLI) data demo $(DEMO_DATA)
 	$(NASCLI) search --algo adelaide-ea -r $(DEMO_RUN) --data-root $(DEMO_DATA) \
 		--train-list $(DEMO_DATA)/train.txt --val-list $(DEMO_DATA)/val.txt --recipe recipes/demo.yml
+
+$(VENV)/.bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+# Benchmarks (BENCHMARKS.md). bench-quick: minutes, no prerequisites. bench: pretrains the CamVid encoder
+# and runs a CamVid search first (hours on 2 cores; both are kept in $(CAMVID_RUN) and reused).
+bench-quick: $(VENV)/.bench
+	$(PY) bench/b1_candidate_cost.py --quick
+	$(PY) bench/b2_latency.py --quick --encoding _0101444367710002030
+
+$(CAMVID_RUN)/pretrain/encoder.pth: | $(VENV)/.bench
+	$(NASCLI) pretrain-backbone -r $(CAMVID_RUN) --recipe $(CAMVID_RECIPE)
+
+$(CAMVID_RUN)/search/result.csv: $(CAMVID_RUN)/pretrain/encoder.pth
+	$(NASCLI) search -r $(CAMVID_RUN) --recipe $(CAMVID_RECIPE)
+
+bench: $(CAMVID_RUN)/search/result.csv
+	$(PY) bench/b1_candidate_cost.py --encoder $(CAMVID_RUN)/pretrain/encoder.pth
+	$(PY) bench/b2_latency.py --run $(CAMVID_RUN)
+	$(PY) bench/b3_throughput.py --run $(CAMVID_RUN)
 
 clean:
 	rm -rf $(VENV) runs $(DEMO_DATA) .pytest_cache

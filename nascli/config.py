@@ -97,6 +97,7 @@ class TrainConfig(_Section):
     step_gamma: float = Field(0.5, gt=0, le=1)
     mode: Literal["cached", "full"] = "cached"  # cached: frozen encoder, features computed once
     loss_at: Literal["label", "logits"] = "label"  # logits: cross-entropy on the decoder's stride-4 grid
+    precise_bn: bool = True  # re-estimate BN statistics after training (short trainings need it)
     cache_views: int = Field(2, ge=1)  # augmented views per image kept in the feature cache
     max_train_images: Optional[int] = Field(None, ge=1)  # subsample the training list (search proxy)
     max_val_images: Optional[int] = Field(None, ge=1)
@@ -178,6 +179,13 @@ def read_yaml(path: Path) -> dict:
         raise ConfigError(f"recipe {path} cannot be read ({e})", hint="a recipe is a UTF-8 YAML text file") from None
     try:
         data = yaml.safe_load(text)
+    except yaml.constructor.ConstructorError as e:  # e.g. !!python/object: the safe loader builds plain data only
+        where = getattr(e, "problem_mark", None)
+        line = f":{where.line + 1}" if where is not None else ""
+        raise ConfigError(f"recipe {path}{line} was refused: it uses a YAML tag nascli does not load "
+                          f"({getattr(e, 'problem', e)})",
+                          hint="a recipe holds plain values only (numbers, strings, lists, mappings): remove the tag "
+                               "(tags such as !!python/object could run code)") from None
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f":{where.line + 1}" if where is not None else ""
@@ -285,6 +293,34 @@ def parse_size(text: str, flag: str = "--input-size") -> tuple[int, int]:
     if len(sizes) != 2 or min(sizes) < 1:
         raise UsageError(f"option {flag}: {text!r} is not a size", hint="write HxW, e.g. 128x128 or 360x480")
     return sizes[0], sizes[1]
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{'a': {'b': 1}} -> {'a.b': 1}."""
+    out: dict = {}
+    for k, v in tree.items():
+        out.update(flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def first_difference(saved: Path, recipe: Recipe, *, compare: tuple[str, ...] = ("",),
+                     ignore: tuple[str, ...] = ()) -> tuple[str, Any, Any] | None:
+    """The first setting (key, saved value, new value) under `compare` and not under `ignore` in which
+    `recipe` differs from the recipe saved at `saved`; None when they agree or nothing was saved."""
+    if not Path(saved).is_file():
+        return None
+    from nascli.errors import RunDirError
+
+    try:
+        old = flatten(yaml.safe_load(Path(saved).read_text()) or {})
+    except (OSError, yaml.YAMLError) as e:
+        raise RunDirError(f"{saved} cannot be read ({type(e).__name__})",
+                          hint="restore it, or start this step over in a new run directory") from None
+    new = flatten(recipe.model_dump(mode="json"))
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(compare) and not key.startswith(ignore) and old.get(key) != new.get(key):
+            return key, old.get(key), new.get(key)
+    return None
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

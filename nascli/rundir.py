@@ -8,7 +8,7 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       pretrain/encoder.pth     pretrain-backbone: encoder weights (+ metrics.csv, config.yaml)
       search/config.yaml       search: the resolved recipe (a re-run must match it to resume)
       search/records.jsonl     search: one JSON line per finished candidate, append-only
-      search/strategy.json     search: strategy state after the last told record
+      search/strategy.pt       search: strategy state after the last told record
       search/candidates/NNNN/  search: record.json + weights.pth of candidate NNNN
       search/result.csv        search: every candidate (rewritten from records.jsonl)
       search/pareto_front.csv  search: the non-dominated candidates
@@ -19,7 +19,9 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       pareto/pareto.csv .png   pareto: front table and plot
 
 All writes go through `atomic_*` (temporary file in the same folder, fsync, `os.replace`), so a crash
-leaves either the old or the new version of a file, never half of one.
+leaves either the old or the new version of a file, never half of one. A writer killed between the two
+leaves its `.NAME.XXXXXXXX.tmp` behind; the next step to take the lock removes those in the folders it
+writes (the run directory's top level, status/ and its own sub-folder).
 """
 
 from __future__ import annotations
@@ -30,13 +32,18 @@ import errno
 import fcntl
 import io
 import json
+import logging
 import os
+import re
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from nascli.errors import RunDirError
+from nascli.errors import Interrupted, NascliError, RunDirError
+from nascli.faults import fault_point
+
+log = logging.getLogger(__name__)
 
 STEPS = ("pretrain", "search", "train", "eval", "profile", "export", "pareto")
 
@@ -54,22 +61,61 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+# OS errors that mean "this place cannot be written" (permissions, read-only file system, disk full): a user's
+# problem with a one-line RunDirError (exit 5), not an internal error.
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        if e.errno not in _UNWRITABLE:
+            raise
+        raise RunDirError(f"cannot write {path} ({e.strerror})",
+                          hint="make that folder writable or free disk space, or use another -r/--run-dir") from None
+
+
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], Any]) -> None:
     """Call `write(f)` on a temporary file beside `path`, then move it over `path` in one step."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            fault_point(f"atomic_write:{path.name}")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     _fsync_dir(path.parent)
+
+
+# What atomic_write's temporary files are called: `.NAME.` + mkstemp's 8 random characters + `.tmp`.
+_TEMP_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temps(folder: Path, recursive: bool = True) -> int:
+    """Delete the temporary files that writers killed mid-write left in `folder`; returns how many.
+
+    Only safe while holding the run directory's lock: then no other nascli process is writing there.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for p in folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp"):
+        if _TEMP_NAME.match(p.name) and p.is_file():
+            with contextlib.suppress(OSError):
+                p.unlink()
+                removed += 1
+    return removed
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -83,20 +129,21 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def append_jsonl(path: Path, record: dict) -> None:
     """Append one record as one line and fsync it, first cutting off a torn last line if a crash left one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "ab+") as f:
-        f.seek(0, os.SEEK_END)
-        size = f.tell()
-        if size:
-            f.seek(-1, os.SEEK_END)
-            if f.read(1) != b"\n":  # torn write: drop the partial line so the file stays one record a line
-                f.seek(0)
-                data = f.read()
-                f.truncate(data.rfind(b"\n") + 1)
-        f.seek(0, os.SEEK_END)
-        f.write((json.dumps(record, sort_keys=False) + "\n").encode("utf-8"))
-        f.flush()
-        os.fsync(f.fileno())
+    with _writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "ab+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size:
+                f.seek(-1, os.SEEK_END)
+                if f.read(1) != b"\n":  # torn write: drop the partial line so the file stays one record a line
+                    f.seek(0)
+                    data = f.read()
+                    f.truncate(data.rfind(b"\n") + 1)
+            f.seek(0, os.SEEK_END)
+            f.write((json.dumps(record, sort_keys=False) + "\n").encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -162,6 +209,12 @@ class RunDir:
         f.flush()
         self._lock_file = f
         try:
+            # A writer killed between writing its temporary file and renaming it leaves that file behind; the
+            # lock holder owns the run directory, so what is left in the folders this step writes is stale.
+            removed = sum(remove_stale_temps(folder, recursive) for folder, recursive in
+                          ((self.path, False), (self.path / "status", False), (self.sub(step), True)))
+            if removed:
+                log.info("removed %d temporary file(s) left by an interrupted write in %s", removed, self.path)
             yield self
         finally:
             self._lock_file = None
@@ -189,6 +242,36 @@ class RunDir:
             status.pop("message", None)
         status.update(extra)
         atomic_write_json(self.status_path(step), status)
+
+    @contextlib.contextmanager
+    def step(self, step: str, *, interrupted: str | Callable[[], tuple[str, str]], **info: Any) -> Iterator[dict]:
+        """Hold the lock for `step` and keep status/<step>.json true from start to end.
+
+        Writes `running` (with `info`), then `done` with whatever the step put in the yielded dict,
+        `failed` with the error, or `interrupted` on Ctrl-C, which becomes an `Interrupted` error whose
+        message is `interrupted` (or `interrupted()` -> (message, hint), evaluated at that moment).
+        """
+        with self.lock(step):
+            self.write_status(step, "running", **info)
+            done: dict = {}
+            try:
+                yield done
+            except KeyboardInterrupt:
+                message, hint = interrupted() if callable(interrupted) else (interrupted, "run the same command again")
+                self._final_status(step, "interrupted", message)
+                raise Interrupted(message, hint=hint) from None
+            except NascliError as e:
+                self._final_status(step, "failed", e.message)
+                raise
+            except Exception as e:
+                self._final_status(step, "failed", f"{type(e).__name__}: {e}")
+                raise
+            self.write_status(step, "done", **done)
+
+    def _final_status(self, step: str, state: str, message: str) -> None:
+        # The step already failed; a status file that cannot be written must not hide why.
+        with contextlib.suppress(OSError, NascliError):
+            self.write_status(step, state, message=message)
 
     def require(self, path: Path, step: str, flag: str) -> Path:
         """Return `path` if an earlier step made it; otherwise name the step (or flag) that would."""

@@ -57,6 +57,7 @@ candidate:
   batch_size: 8
   epochs: 1
   cache_views: 1
+threads: 1                # tiny models: one thread is faster than two fighting over busy cores
 train:
   batch_size: 8
   epochs: 1

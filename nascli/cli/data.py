@@ -62,7 +62,9 @@ def check(
             typer.echo(str(p))
         typer.echo(summary)
     if problems:
-        raise CheckFailed(summary, hint="fix the lines listed (file:line), then run the check again")
+        # the error line names the first problem, so a log that keeps only stderr still says where to look
+        raise CheckFailed(f"{summary}; the first: {problems[0]}",
+                          hint="fix the lines listed (file:line), then run the check again")
 
 
 def _num_classes(given: int | None, first_list: Path, data_root: Path | None) -> int | None:

@@ -94,7 +94,7 @@ def _plain(rng, yy, xx):
 TEXTURES: list[Texture] = [_stripes, _dots, _checker, _noise, _gradient, _plain]
 
 
-PREFERRED = 0.6  # how often a region takes its class's preferred texture
+PREFERRED = 0.85  # how often a region takes its class's preferred texture
 _BACKGROUND_TEXTURES = (5,)  # plain colour
 
 

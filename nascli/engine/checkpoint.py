@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -35,25 +36,32 @@ def save_checkpoint(path: Path, ckpt: dict[str, Any]) -> None:
     atomic_write(Path(path), lambda f: f.write(buf.getbuffer()))
 
 
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load safely (tensors and plain data only) and check it is a nascli checkpoint."""
+def safe_load(path: Path, what: str = "checkpoint",
+              corrupt_hint: str = "re-create it (re-run the step that wrote it) or restore a copy") -> Any:
+    """torch.load with weights_only=True: tensors and plain data only, never code; one-line errors."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} not found", hint="check the path, or run the step that writes it")
+        raise CheckpointError(f"{what} {path} not found", hint="check the path, or run the step that writes it")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch's notes on pickle protocols: the error below says what matters
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "weights only" in str(e).lower() or "weights_only" in str(e):
             raise CheckpointError(
-                f"checkpoint {path} was refused: it holds Python objects beyond tensors and plain data, "
+                f"{what} {path} was refused: it holds Python objects beyond tensors and plain data, "
                 "which could run code when loaded",
-                hint="only load checkpoints nascli wrote, or re-save the weights as a plain state dict") from None
-        raise CheckpointError(f"checkpoint {path} is corrupt ({first})", hint="re-create it or restore a copy") from None
+                hint="only load files nascli wrote, or re-save the weights as a plain state dict") from None
+        raise CheckpointError(f"{what} {path} is corrupt ({first})", hint=corrupt_hint) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({first[:120]})",
-                              hint="re-create it (re-run the step that wrote it) or restore a copy") from None
+        first = str(e).strip().splitlines()[0].split(". ")[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{what} {path} is corrupt or truncated ({first[:120]})", hint=corrupt_hint) from None
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load safely (tensors and plain data only) and check it is a nascli checkpoint."""
+    ckpt = safe_load(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a nascli checkpoint",
                               hint="for torchvision MobileNetV2 weights use `nascli pretrain-backbone --weights FILE`")

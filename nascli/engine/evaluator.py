@@ -138,7 +138,8 @@ class CandidateEvaluator:
             batches = self._cached_train(cache, epoch, gen)
             train_steps(lambda b: seg_loss(forward(b), b[1], ignore, self.cfg.loss_at), batches, opt, sched,
                         on_step=self._on_step(epoch, steps))
-        recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), forward)
+        if self.cfg.precise_bn:
+            recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), forward)
         # Logits go straight to the label's size (the cached images may have been scaled for evaluation).
         val = (((_device_taps(taps, self.device), m.shape[-2:]), m.to(self.device)) for taps, m in cache.val_batches())
         return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, ignore)
@@ -160,7 +161,7 @@ class CandidateEvaluator:
             batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
             train_steps(lambda b: seg_loss(model(b[0]), b[1], ignore), batches, opt, sched,
                         on_step=self._on_step(epoch, len(loader)))
-        with torch.no_grad():
+        if self.cfg.precise_bn:
             recalibrate_bn(model, (x.to(self.device) for x, _ in loader))
         return evaluate_model(model, self.val, self.num_classes, ignore, self.cfg.batch_size, self.device)
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from nascli.data.listfile import SegmentationDataset
 from nascli.engine.loops import group_by_shape
+from nascli.faults import fault_point
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class FeatureCache:
             taps = encoder(images.to(self.device))
             split.groups.append(([t.half() if t is not None else None for t in taps], masks.to(torch.uint8)))
             tick(len(images))
+            fault_point("cache_batch")
         return split
 
     def nbytes(self) -> int:

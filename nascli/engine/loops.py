@@ -11,6 +11,7 @@ from torch import nn
 
 from nascli.config import TrainConfig
 from nascli.engine.metrics import ConfusionMatrix
+from nascli.faults import fault_point
 
 
 class DivergedError(RuntimeError):
@@ -71,6 +72,7 @@ def train_steps(
         n += 1
         if on_step:
             on_step(n, loss.item())
+        fault_point("train_step")
     return total / max(n, 1)
 
 

@@ -104,6 +104,19 @@ class Polyak:
             p.copy_(a)
 
 
+def load_teacher(path: Path, num_classes: int) -> tuple[nn.Module, dict]:
+    """The distillation teacher (eval mode, frozen, on the CPU) and its checkpoint; CheckpointError if the file
+    is corrupt, unsafe or does not fit its model, ConfigError if it predicts other classes than the data has."""
+    ckpt = load_checkpoint(path)
+    meta = ckpt["meta"]
+    if meta.get("num_classes") not in (None, num_classes):
+        raise ConfigError(f"teacher {path} predicts {meta['num_classes']} classes, the data has {num_classes}",
+                          hint="give a teacher trained on the same classes")
+    teacher = model_from_checkpoint(ckpt, path).eval()
+    teacher.requires_grad_(False)
+    return teacher, ckpt
+
+
 class ProgressiveEvaluator(CandidateEvaluator):
     """CandidateEvaluator with Fast-NAS training: stage 1, early termination, stage 2."""
 
@@ -127,19 +140,14 @@ class ProgressiveEvaluator(CandidateEvaluator):
     def _load_teacher(self, path: Path | None) -> nn.Module | None:
         if path is None:
             return None
-        ckpt = load_checkpoint(path)
+        teacher, ckpt = load_teacher(path, self.num_classes)
         meta = ckpt["meta"]
-        if meta.get("num_classes") not in (None, self.num_classes):
-            raise ConfigError(f"teacher {path} predicts {meta['num_classes']} classes, the data has {self.num_classes}",
-                              hint="give a teacher trained on the same classes")
         for key in ("mean", "std"):
             if meta.get(key) is not None and list(meta[key]) != list(getattr(self.recipe.data, key)):
                 log.warning("teacher %s was trained with %s %s, the search uses %s", path, key, meta[key],
                             list(getattr(self.recipe.data, key)))
-        teacher = model_from_checkpoint(ckpt, path).to(self.device).eval()
-        teacher.requires_grad_(False)
         log.info("distilling from teacher %s (%s), weight %g", path, ckpt["model"]["name"], self.fn.distill_weight)
-        return teacher
+        return teacher.to(self.device)
 
     # --- one candidate -----------------------------------------------------------------------------
     def train_and_eval(self, encoding: str, seed: int, weights_path: Path | None) -> dict:

@@ -52,3 +52,24 @@ def pareto_front(table: pd.DataFrame, objectives: Sequence[str], status_ok: bool
     first_col, first_sign = OBJECTIVES[objectives[0]]
     front = table[mask]
     return front.sort_values(first_col, ascending=first_sign < 0, kind="stable")
+
+
+def hypervolume_2d(points: np.ndarray, reference: Sequence[float]) -> float:
+    """Area dominated by `points` (n x 2, larger is better in both columns) and bounded by `reference`.
+
+    Points not better than the reference in both columns add nothing. Exact: sweep the front in
+    decreasing first column and add one rectangle per point.
+    """
+    ref = np.asarray(reference, dtype=float)
+    pts = np.asarray(points, dtype=float).reshape(-1, 2)
+    pts = pts[~np.isnan(pts).any(axis=1) & (pts > ref).all(axis=1)]
+    if not len(pts):
+        return 0.0
+    pts = pts[non_dominated(pts)]
+    pts = pts[np.argsort(-pts[:, 0])]
+    area, best_y = 0.0, ref[1]
+    for x, y in pts:
+        if y > best_y:
+            area += (x - ref[0]) * (y - best_y)
+            best_y = y
+    return float(area)

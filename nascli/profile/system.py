@@ -33,7 +33,22 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+@lru_cache(maxsize=1)
+def simd_flags() -> list[str]:
+    """The CPU's vector-instruction flags (AVX*, AMX, FMA, SSE4), which decide what fast kernels exist."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return sorted(x for x in line.split(":", 1)[1].split() if x.startswith(("avx", "amx", "fma", "sse4")))
+    except OSError:
+        pass
+    return []
+
+
 def machine() -> dict[str, object]:
     import os
 
-    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30 if hasattr(os, "sysconf") else None
+    return {"cpu": cpu_model(), "cpu_count": os.cpu_count(), "simd": simd_flags(),
+            "memory_gib": round(memory, 1) if memory else None, "platform": platform.platform()}

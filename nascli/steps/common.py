@@ -23,15 +23,30 @@ DEMO_VERSION = 1
 
 
 def load_recipe(run: RunDir | None, recipe_file: Path | None, options: dict[str, Any],
-                flags: dict[str, str] | None = None) -> Recipe:
-    """defaults <- the run directory's recipe <- --recipe FILE <- command-line options (None = not given)."""
+                flags: dict[str, str] | None = None, step_config: Path | None = None) -> Recipe:
+    """defaults <- the run directory's recipe <- `step_config` (a step's own saved recipe, e.g. to resume it)
+    <- --recipe FILE <- command-line options (None = not given)."""
     layers: list[tuple[str, dict]] = []
     if run is not None and (run.path / RUN_RECIPE).is_file():
         layers.append((str(run.path / RUN_RECIPE), read_yaml(run.path / RUN_RECIPE)))
+    if step_config is not None and step_config.is_file():
+        layers.append((str(step_config), read_yaml(step_config)))
     if recipe_file is not None:
-        layers.append((str(recipe_file), read_yaml(recipe_file)))
+        layers.append((str(recipe_file), _relative_to(read_yaml(recipe_file), Path(recipe_file).parent)))
     layers.append(("options", dotted(options)))
     return build_recipe(layers, flags)
+
+
+# Paths a recipe may hold; relative ones mean "relative to the recipe file", so a recipe works from any cwd.
+RECIPE_PATHS = (("data", "data_root"), ("data", "train_list"), ("data", "val_list"), ("fast_nas", "teacher"))
+
+
+def _relative_to(layer: dict, folder: Path) -> dict:
+    for section, key in RECIPE_PATHS:
+        value = (layer.get(section) or {}).get(key) if isinstance(layer.get(section), dict) else None
+        if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+            layer[section][key] = str((folder / value).resolve())
+    return layer
 
 
 def save_run_recipe(run: RunDir, recipe: Recipe) -> None:
@@ -96,7 +111,8 @@ def validate_lists(recipe: Recipe, *, train: bool = True, val: bool = True) -> N
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         lists = " ".join(f"--list {p}" for p in (d.train_list, d.val_list) if p)
         raise CheckFailed(f"{first}{more}",
-                          hint=f"fix the data; `nascli data check --data-root {d.data_root} {lists}` lists every problem")
+                          hint=f"{first.hint or 'fix the data'}; "  # the problem's own hint first
+                               f"`nascli data check --data-root {d.data_root} {lists}` lists every problem")
 
 
 def datasets(recipe: Recipe, *, augment_seed: int | None = None, train: bool = True,

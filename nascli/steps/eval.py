@@ -25,10 +25,11 @@ import torch
 import torch.nn.functional as F
 
 from nascli.config import Recipe
+from nascli.data.listfile import find_classes_file, read_class_names
 from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from nascli.engine.loops import group_by_shape
 from nascli.engine.metrics import ConfusionMatrix
-from nascli.errors import CheckpointError, Interrupted, NascliError, UsageError
+from nascli.errors import CheckpointError, UsageError
 from nascli.rundir import RunDir, atomic_write_json, atomic_write_text
 from nascli.steps.common import datasets, resolve_data, setup_torch, validate_lists
 
@@ -122,14 +123,20 @@ def load_model(path: Path, device: torch.device | str = "cpu", threads: int | No
     return load_onnx(path, threads) if path.suffix.lower() == ".onnx" else load_pytorch(path, device)
 
 
-def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None) -> Recipe:
-    """The recipe's data settings made to agree with the model: its classes and normalisation."""
+def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None, model_path: Path) -> Recipe:
+    """The recipe's data settings made to agree with the model: its classes and normalisation (CheckpointError
+    if the list's classes.txt declares another number of classes)."""
     d = recipe.data
     if list_file is not None:
         if not Path(list_file).is_file():
             raise UsageError(f"option --list: {list_file} not found", hint="give a list file of `IMAGE MASK` lines")
         d.val_list = Path(list_file)
     nc = int(meta["num_classes"])
+    classes_txt = find_classes_file(d.val_list, d.data_root) if d.val_list is not None else None
+    declared = len(read_class_names(classes_txt)) if classes_txt is not None else nc
+    if declared != nc:  # e.g. a model trained on another dataset
+        raise CheckpointError(f"{model_path} predicts {nc} classes but {classes_txt} declares {declared}",
+                              hint="evaluate the model on data with the classes it was trained for")
     names = meta.get("class_names")
     if names and len(names) == nc:
         d.class_names = names
@@ -150,7 +157,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     device = setup_torch(recipe)
     path = Path(checkpoint) if checkpoint is not None else default_model(run_dir, onnx)
     model = load_model(path, device, recipe.threads)
-    recipe = _fit_data(recipe, model.meta, list_file)
+    recipe = _fit_data(recipe, model.meta, list_file, path)
     validate_lists(recipe, train=False)
     _, val_ds = datasets(recipe, train=False)
     list_path = Path(recipe.data.val_list)
@@ -158,17 +165,9 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     out = run_dir.sub("eval") / name
     progress = progress or (lambda event: None)
     started = time.perf_counter()
-    with run_dir.lock("eval"):
-        run_dir.write_status("eval", "running", model=str(path), list=str(list_path))
-        try:
-            cm = confusion(model.predict, val_ds, recipe.data.num_classes, recipe.data.ignore_index, batch_size,
-                           progress)
-        except KeyboardInterrupt:
-            run_dir.write_status("eval", "interrupted", message="stopped by the user")
-            raise Interrupted("evaluation interrupted; nothing was written", hint="run the same command again") from None
-        except NascliError as e:
-            run_dir.write_status("eval", "failed", message=e.message)
-            raise
+    with run_dir.step("eval", interrupted="evaluation interrupted; nothing was written", model=str(path),
+                      list=str(list_path)) as done:
+        cm = confusion(model.predict, val_ds, recipe.data.num_classes, recipe.data.ignore_index, batch_size, progress)
         metrics, classes = report(cm, recipe.data.class_names)
         seconds = time.perf_counter() - started
         doc = {"model": str(path), "kind": model.kind, "list": str(list_path), "images": len(val_ds),
@@ -177,7 +176,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
         doc = _json_safe(doc)
         atomic_write_json(out / "metrics.json", doc)
         atomic_write_text(out / "per_class.csv", pd.DataFrame(classes).to_csv(index=False))
-        run_dir.write_status("eval", "done", model=str(path), miou=_json_safe(metrics["miou"]), out=str(out))
+        done.update(model=str(path), miou=_json_safe(metrics["miou"]), out=str(out))
     return EvalResult(run_dir.path, name, model, list_path, metrics, classes, out, seconds, doc)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from nascli import __version__
 from nascli.config import Recipe
-from nascli.errors import CheckFailed, Interrupted, NascliError, UsageError
+from nascli.errors import CheckFailed, UsageError
 from nascli.export.onnx import (DEFAULT_OPSET, EXPORTER, INPUT_NAME, OUTPUT_NAME, compare, export_bytes, seeded_input,
                                 session, with_metadata)
 from nascli.profile.system import versions
@@ -57,27 +57,15 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
     size = tuple(input_size or loaded.meta.get("input_size") or recipe.data.input_size)
     edir = run_dir.sub("export")
     onnx_path, json_path = edir / "model.onnx", edir / "export.json"
-    with run_dir.lock("export"):
-        run_dir.write_status("export", "running", checkpoint=str(path))
-        try:
-            report = _export(loaded, path, size, opset, dynamic, tolerance, onnx_path, recipe.threads)
-        except KeyboardInterrupt:
-            run_dir.write_status("export", "interrupted", message="stopped by the user")
-            raise Interrupted("export interrupted", hint="run the same command again") from None
-        except NascliError as e:
-            run_dir.write_status("export", "failed", message=e.message)
-            raise
-        except Exception as e:
-            run_dir.write_status("export", "failed", message=f"{type(e).__name__}: {e}")
-            raise
+    with run_dir.step("export", interrupted="export interrupted", checkpoint=str(path)) as done:
+        report = _export(loaded, path, size, opset, dynamic, tolerance, onnx_path, recipe.threads)
         atomic_write_json(json_path, report)
         if not report["passed"]:
-            message = (f"onnxruntime's output differs from PyTorch's by {report['max_abs_diff']:.3g} "
-                       f"(tolerance {tolerance:g}); {onnx_path} is kept for inspection")
-            run_dir.write_status("export", "failed", message=message)
-            raise CheckFailed(message, hint="see export.json; try another --opset, or raise --tolerance if the "
-                                            "argmax agreement there is fine")
-        run_dir.write_status("export", "done", onnx=str(onnx_path), max_abs_diff=report["max_abs_diff"])
+            raise CheckFailed(f"onnxruntime's output differs from PyTorch's by {report['max_abs_diff']:.3g} "
+                              f"(tolerance {tolerance:g}); {onnx_path} is kept for inspection",
+                              hint="see export.json; try another --opset, or raise --tolerance if the argmax "
+                                   "agreement there is fine")
+        done.update(onnx=str(onnx_path), max_abs_diff=report["max_abs_diff"])
     return ExportResult(run_dir.path, onnx_path, json_path, report)
 
 

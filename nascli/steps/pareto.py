@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from nascli.config import Recipe
-from nascli.errors import InputError, NascliError, UsageError
+from nascli.errors import InputError, UsageError
 from nascli.pareto.front import OBJECTIVES, pareto_front
 from nascli.pareto.plot import plot_front
 from nascli.rundir import RunDir, atomic_write, atomic_write_text
@@ -74,15 +74,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, objectives: list[str] | None = None,
     png = plot_front(table, front, objectives, input_size=sizes[0] if len(sizes) == 1 else None)
     pdir = run_dir.sub("pareto")
     csv_path, png_path = pdir / "pareto.csv", pdir / "pareto.png"
-    with run_dir.lock("pareto"):
-        run_dir.write_status("pareto", "running")
-        try:
-            atomic_write_text(csv_path, front.to_csv(index=False))
-            atomic_write(png_path, lambda f: f.write(png))
-        except NascliError as e:
-            run_dir.write_status("pareto", "failed", message=e.message)
-            raise
-        run_dir.write_status("pareto", "done", objectives=objectives, front=len(front), candidates=len(table))
+    with run_dir.step("pareto", interrupted="pareto interrupted") as done:
+        atomic_write_text(csv_path, front.to_csv(index=False))
+        atomic_write(png_path, lambda f: f.write(png))
+        done.update(objectives=objectives, front=len(front), candidates=len(table))
     return ParetoResult(run_dir.path, objectives, table, front, csv_path, png_path, source)
 
 

@@ -18,9 +18,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import pickle
 import time
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -32,10 +30,10 @@ from torch.utils.data import DataLoader
 
 from nascli.config import Recipe
 from nascli.data.listfile import derive_seed
-from nascli.engine.checkpoint import FORMAT, save_checkpoint
+from nascli.engine.checkpoint import FORMAT, save_checkpoint, safe_load
 from nascli.engine.evaluator import evaluate_model
 from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss, train_steps
-from nascli.errors import CheckpointError, DataError, Interrupted, NascliError, UsageError
+from nascli.errors import CheckpointError, DataError, UsageError
 from nascli.rundir import RunDir, atomic_write_text
 from nascli.steps.common import datasets, resolve_data, save_run_recipe, setup_torch, validate_lists
 from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict, load_encoder_weights
@@ -88,29 +86,19 @@ def _has_data(recipe: Recipe) -> bool:
 def _write(run_dir: RunDir, recipe: Recipe, mode: str, make: Callable[[], tuple[dict, dict, list[dict]]]) -> PretrainResult:
     started = time.perf_counter()
     pdir = run_dir.sub("pretrain")
-    with run_dir.lock("pretrain"):
+    interrupted = ("pretraining interrupted; no encoder was written",
+                   "run the same command again (pretraining starts over)")
+    with run_dir.step("pretrain", interrupted=lambda: interrupted, mode=mode) as done:
         pdir.mkdir(parents=True, exist_ok=True)
         save_run_recipe(run_dir, recipe)  # later steps on this run inherit the data settings
-        run_dir.write_status("pretrain", "running", mode=mode)
-        try:
-            state, meta, history = make()
-        except KeyboardInterrupt:
-            run_dir.write_status("pretrain", "interrupted", message="stopped by the user")
-            raise Interrupted("pretraining interrupted; no encoder was written",
-                              hint="run the same command again (pretraining starts over)") from None
-        except NascliError as e:
-            run_dir.write_status("pretrain", "failed", message=e.message)
-            raise
-        except Exception as e:
-            run_dir.write_status("pretrain", "failed", message=f"{type(e).__name__}: {e}")
-            raise
+        state, meta, history = make()
         path = pdir / "encoder.pth"
         save_checkpoint(path, {"model": ENCODER_SPEC, "state_dict": state, "meta": meta})
         metrics_csv = None
         if history:
             metrics_csv = pdir / "metrics.csv"
             atomic_write_text(metrics_csv, pd.DataFrame(history).to_csv(index=False))
-        run_dir.write_status("pretrain", "done", mode=mode, source=meta["source"])
+        done.update(mode=mode, source=meta["source"])
     return PretrainResult(run_dir.path, mode, path, meta, history, metrics_csv, time.perf_counter() - started)
 
 
@@ -127,14 +115,7 @@ def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
     """A torchvision MobileNetV2 state dict (or a nascli checkpoint holding one), checked against the encoder."""
     if not path.is_file():
         raise UsageError(f"option --weights: {path} not found", hint="give a torchvision MobileNetV2 .pth file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise CheckpointError(f"--weights {path} was refused: it holds Python objects beyond tensors and plain data",
-                              hint="save the weights as a plain state dict: torch.save(model.state_dict(), FILE)") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
-        raise CheckpointError(f"--weights {path} is not a readable PyTorch file ({type(e).__name__})",
-                              hint="give a .pth written by torch.save(model.state_dict(), FILE)") from None
+    obj = safe_load(path, "--weights", corrupt_hint="give a .pth written by torch.save(model.state_dict(), FILE)")
     if isinstance(obj, dict) and (obj.get("format") == FORMAT or isinstance(obj.get("state_dict"), dict)):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):

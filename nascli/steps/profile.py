@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from nascli.config import Recipe
-from nascli.errors import Interrupted, NascliError, UsageError
+from nascli.errors import UsageError
 from nascli.profile.cost import count_macs, count_params
 from nascli.profile.latency import torch_latency
 from nascli.profile.system import machine, versions
@@ -61,18 +61,11 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, enco
     threads = recipe.threads or torch.get_num_threads()
     name = f"{subject.label}-{size[0]}x{size[1]}-{device.type}"
     path = run_dir.sub("profile") / f"{name}.json"
-    with run_dir.lock("profile"):
-        run_dir.write_status("profile", "running", model=subject.label)
-        try:
-            report = _measure(subject, size, device, threads, batch, warmup, runs, min_seconds, onnx)
-        except KeyboardInterrupt:
-            run_dir.write_status("profile", "interrupted", message="stopped by the user")
-            raise Interrupted("profiling interrupted; nothing was written", hint="run the same command again") from None
-        except NascliError as e:
-            run_dir.write_status("profile", "failed", message=e.message)
-            raise
+    with run_dir.step("profile", interrupted="profiling interrupted; nothing was written",
+                      model=subject.label) as done:
+        report = _measure(subject, size, device, threads, batch, warmup, runs, min_seconds, onnx)
         atomic_write_json(path, report)
-        run_dir.write_status("profile", "done", file=str(path))
+        done.update(file=str(path))
     return ProfileResult(run_dir.path, path, report)
 
 

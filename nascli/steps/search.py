@@ -26,14 +26,14 @@ from typing import Callable
 
 import pandas as pd
 import torch
-import yaml
 
-from nascli.config import Recipe, recipe_to_yaml
+from nascli.config import Recipe, first_difference, recipe_to_yaml
 from nascli.data.listfile import derive_seed
-from nascli.engine.checkpoint import load_checkpoint, save_checkpoint
+from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
 from nascli.engine.loops import group_by_shape, recalibrate_bn
-from nascli.errors import ConfigError, Interrupted, NascliError, RunDirError, UsageError
+from nascli.errors import ConfigError, RunDirError, UsageError
+from nascli.faults import fault_point
 from nascli.pareto.front import OBJECTIVES, pareto_front
 from nascli.rundir import RunDir, append_jsonl, atomic_write, atomic_write_json, atomic_write_text, read_jsonl
 from nascli.spaces.adelaide import AdelaideSpace
@@ -122,29 +122,36 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
         recipe.search.measure_latency = True
     validate_lists(recipe)
     encoder_source = _encoder_source(run_dir, encoder_weights)
+    if recipe.search.algo == "fast-nas" and recipe.fast_nas.teacher is not None:
+        from nascli.engine.progressive import load_teacher
+
+        load_teacher(recipe.fast_nas.teacher, recipe.data.num_classes)  # fail now, not after the lock and the cache
     progress = progress or (lambda event: None)
-    with run_dir.lock("search"):
-        sdir = run_dir.sub("search")
-        _check_resumable(sdir / "config.yaml", recipe)
+    sdir = run_dir.sub("search")
+    _check_resumable(sdir / "config.yaml", recipe)
+    _check_state_files(sdir)
+
+    def interrupted() -> tuple[str, str]:
+        done = len(read_jsonl(sdir / "records.jsonl"))
+        return (f"search interrupted after {done} candidates; everything evaluated is saved",
+                "run the same command again to resume")
+
+    with run_dir.step("search", interrupted=interrupted) as done:
         sdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(sdir / "config.yaml", recipe_to_yaml(recipe))
         save_run_recipe(run_dir, recipe)
-        run_dir.write_status("search", "running")
-        try:
-            result = _search(recipe, run_dir, encoder_source, progress, executor or SerialExecutor())
-        except KeyboardInterrupt:
-            done = len(read_jsonl(sdir / "records.jsonl"))
-            run_dir.write_status("search", "interrupted", message=f"stopped by the user after {done} candidates")
-            raise Interrupted(f"search interrupted after {done} candidates; everything evaluated is saved",
-                              hint="run the same command again to resume") from None
-        except NascliError as e:
-            run_dir.write_status("search", "failed", message=e.message)
-            raise
-        except Exception as e:
-            run_dir.write_status("search", "failed", message=f"{type(e).__name__}: {e}")
-            raise
-        run_dir.write_status("search", "done", candidates=len(result.records), seconds=round(result.seconds, 1))
-        return result
+        result = _search(recipe, run_dir, encoder_source, progress, executor or SerialExecutor())
+        done.update(candidates=len(result.records), seconds=round(result.seconds, 1))
+    return result
+
+
+def _check_state_files(sdir: Path) -> None:
+    """Read what a resumed search will read, before anything is written: a damaged file fails here."""
+    read_jsonl(sdir / "records.jsonl")
+    if (sdir / "strategy.pt").exists():
+        load_checkpoint_state(sdir / "strategy.pt")
+    if (sdir / "encoder.pth").exists():
+        load_checkpoint(sdir / "encoder.pth")
 
 
 def _encoder_source(run_dir: RunDir, explicit: Path | None) -> Path | None:
@@ -157,27 +164,12 @@ def _encoder_source(run_dir: RunDir, explicit: Path | None) -> Path | None:
     return pre if pre.is_file() else None
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
-
-
 def _check_resumable(config_path: Path, recipe: Recipe) -> None:
     """A re-run continues a search only with the settings that produced its records."""
-    if not config_path.exists():
-        return
-    try:
-        old = _flatten(yaml.safe_load(config_path.read_text()) or {})
-    except (OSError, yaml.YAMLError) as e:
-        raise RunDirError(f"{config_path} cannot be read ({e})", hint="restore it, or use a new run directory") from None
-    new = _flatten(recipe.model_dump(mode="json"))
-    for key in sorted(set(old) | set(new)):
-        if not key.startswith(SEARCH_KEYS) or key.startswith(RESUMABLE_CHANGES) or old.get(key) == new.get(key):
-            continue
-        raise UsageError(f"{config_path.parent} holds a search with {key}={old.get(key)!r}; this command asks for "
-                         f"{new.get(key)!r}",
+    diff = first_difference(config_path, recipe, compare=SEARCH_KEYS, ignore=RESUMABLE_CHANGES)
+    if diff:
+        key, old, new = diff
+        raise UsageError(f"{config_path.parent} holds a search with {key}={old!r}; this command asks for {new!r}",
                          hint="re-run with the same settings to resume, or use a new --run-dir for a new search")
 
 
@@ -237,7 +229,9 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
         index = min(pending)  # tell in index order: the same order whatever finishes first
         proposal, future = pending.pop(index)
         record = future.result()
+        fault_point("search_recorded")
         append_jsonl(records_path, record)
+        fault_point("search_appended")
         records.append(record)
         evaluator.observe(record)
         strategy.tell(record)
@@ -290,6 +284,7 @@ def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposa
     started = time.perf_counter()
     weights = cand_dir / "weights.pth"
     result = evaluator.train_and_eval(proposal.encoding, recipe.seed, weights)
+    fault_point("search_trained")
     record = {
         "index": index, "encoding": proposal.encoding, "phase": proposal.phase, "parent": proposal.parent or "",
         **cost, **result, "epochs": recipe.candidate.epochs, "mode": recipe.candidate.mode,
@@ -340,11 +335,11 @@ def _prepare_encoder(sdir: Path, source: Path | None, seed: int, train_ds, batch
 
 
 def load_checkpoint_state(path: Path) -> dict:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise RunDirError(f"{path} is corrupt ({type(e).__name__})",
-                          hint="delete it: the search state is rebuilt from records.jsonl") from None
+    state = safe_load(path, "search state", corrupt_hint="delete it: the search state is rebuilt from records.jsonl")
+    if not isinstance(state, dict) or "state" not in state or "told" not in state:
+        raise RunDirError(f"search state {path} is not one nascli wrote",
+                          hint="delete it: the search state is rebuilt from records.jsonl")
+    return state
 
 
 def _save_state(path: Path, strategy, told: int) -> None:

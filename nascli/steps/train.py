@@ -26,19 +26,18 @@ from typing import Any, Callable
 
 import pandas as pd
 import torch
-import yaml
 from torch.utils.data import DataLoader
 
-from nascli.config import Recipe, build_recipe, dotted, read_yaml, recipe_to_yaml
+from nascli.config import Recipe, first_difference, recipe_to_yaml
 from nascli.data.listfile import derive_seed
 from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from nascli.engine.evaluator import evaluate_model
 from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss, train_steps
-from nascli.errors import CheckpointError, EncodingError, Interrupted, NascliError, RunDirError, UsageError
+from nascli.errors import CheckpointError, EncodingError, NascliError, RunDirError, UsageError
 from nascli.rundir import RunDir, atomic_write_text
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.spaces.adelaide import EncodingError as CodecError
-from nascli.steps.common import RUN_RECIPE, datasets, resolve_data, save_run_recipe, setup_torch, validate_lists
+from nascli.steps.common import datasets, load_recipe, resolve_data, save_run_recipe, setup_torch, validate_lists
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
 from nascli.zoo.registry import OWN_ENCODER, check_name, create_model
 
@@ -79,39 +78,14 @@ class TrainResult:
 def load_train_recipe(run: RunDir, recipe_file: Path | None, options: dict[str, Any], flags: dict[str, str],
                       resume: bool) -> Recipe:
     """defaults <- RUN/recipe.yaml <- RUN/train/config.yaml (only with --resume) <- --recipe <- options."""
-    layers: list[tuple[str, dict]] = []
-    if (run.path / RUN_RECIPE).is_file():
-        layers.append((str(run.path / RUN_RECIPE), read_yaml(run.path / RUN_RECIPE)))
-    config = run.file("train", "config.yaml")
-    if resume and config.is_file():
-        layers.append((str(config), read_yaml(config)))
-    if recipe_file is not None:
-        layers.append((str(recipe_file), read_yaml(recipe_file)))
-    layers.append(("options", dotted(options)))
-    return build_recipe(layers, flags)
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out: dict = {}
-    for k, v in tree.items():
-        out.update(_flatten(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-    return out
+    return load_recipe(run, recipe_file, options, flags, run.file("train", "config.yaml") if resume else None)
 
 
 def _check_resumable(config_path: Path, recipe: Recipe) -> None:
-    if not config_path.is_file():
-        return
-    try:
-        old = _flatten(yaml.safe_load(config_path.read_text()) or {})
-    except (OSError, yaml.YAMLError) as e:
-        raise RunDirError(f"{config_path} cannot be read ({type(e).__name__})",
-                          hint="restore it, or start over without --resume (delete RUN/train)") from None
-    new = _flatten(recipe.model_dump(mode="json"))
-    for key in sorted(set(old) | set(new)):
-        if key.startswith(RESUMABLE_CHANGES) or old.get(key) == new.get(key):
-            continue
-        raise UsageError(f"--resume: {config_path} was trained with {key}={old.get(key)!r}; this command asks for "
-                         f"{new.get(key)!r}",
+    diff = first_difference(config_path, recipe, ignore=RESUMABLE_CHANGES)
+    if diff:
+        key, old, new = diff
+        raise UsageError(f"--resume: {config_path} was trained with {key}={old!r}; this command asks for {new!r}",
                          hint="resume with the same settings, or start over without --resume (delete RUN/train)")
 
 
@@ -254,33 +228,25 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
         net, state = create_model(source.name, **source.kwargs), None
         enc_origin = _init_encoder(net, source, enc)
     progress = progress or (lambda event: None)
-    with run_dir.lock("train"):
+    def interrupted() -> tuple[str, str]:
+        epochs = _epochs_done(last)
+        if not epochs:
+            return "training interrupted before its first epoch finished; nothing was saved", "run the same command again"
+        return (f"training interrupted after {epochs} finished epochs; {last} holds the last one",
+                f"continue with `nascli train -r {run_dir.path} --resume`")
+
+    with run_dir.step("train", interrupted=interrupted, model=source.name, encoding=source.encoding,
+                      source=source.origin) as done:
         tdir.mkdir(parents=True, exist_ok=True)
         if state is None:
             _clear_previous(tdir)
         atomic_write_text(tdir / "config.yaml", recipe_to_yaml(recipe))
         save_run_recipe(run_dir, recipe)  # eval, export and profile on this run start from it
-        run_dir.write_status("train", "running", model=source.name, encoding=source.encoding, source=source.origin)
-        try:
-            result = _train(recipe, run_dir, source, net.to(device), device, state, progress)
-        except KeyboardInterrupt:
-            done = _epochs_done(last)
-            run_dir.write_status("train", "interrupted", message=f"stopped by the user after {done} epochs")
-            if not done:
-                raise Interrupted("training interrupted before its first epoch finished; nothing was saved",
-                                  hint="run the same command again") from None
-            raise Interrupted(f"training interrupted after {done} finished epochs; {last} holds the last one",
-                              hint=f"continue with `nascli train -r {run_dir.path} --resume`") from None
-        except NascliError as e:
-            run_dir.write_status("train", "failed", message=e.message)
-            raise
-        except Exception as e:
-            run_dir.write_status("train", "failed", message=f"{type(e).__name__}: {e}")
-            raise
+        result = _train(recipe, run_dir, source, net.to(device), device, state, progress)
         result.encoder_origin = enc_origin
-        run_dir.write_status("train", "done", epochs=len(result.history), best_miou=result.best.get("val_miou"),
-                             best_epoch=result.best.get("epoch"))
-        return result
+        done.update(epochs=len(result.history), best_miou=result.best.get("val_miou"),
+                    best_epoch=result.best.get("epoch"))
+    return result
 
 
 def _resumed(recipe: Recipe, run_dir: RunDir, last: Path) -> tuple[ModelSource, torch.nn.Module, dict]:

@@ -1,0 +1,254 @@
+"""Search quality on CamVid (issue 7): does the search beat random search and hand-designed models?
+
+Q1  adelaide-ea vs random search, same budget and seeds: best mIoU, hypervolume over (mIoU, MACs).
+Q2  proxy fidelity: search-time mIoU vs mIoU after `nascli train`, for architectures spread over the
+    front; Kendall tau and a scatter plot.
+Q3  the found model vs torchvision's LR-ASPP MobileNetV3-Large and MobileNetV2 + LR-ASPP on our
+    encoder, trained with the same recipe: mIoU, params, MACs, eager and ONNX Runtime latency.
+
+Every step runs the CLI in a fresh process and is skipped when its output exists, so the study resumes
+where it stopped. The random search of seed s starts from a copy of the adelaide-ea run's random phase
+for seed s: with the same seed both draw exactly the same first candidates (proposal i is seeded from
+(seed, i) alone) and train them identically, so copying those records changes no number and saves
+their training time; the copy is checked encoding by encoding.
+
+    python bench/study_quality.py                       # hours on 2 cores; see BENCHMARKS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+RECIPE = common.ROOT / "recipes" / "camvid_adelaide_ea.yml"
+BASELINES = ["lraspp_mobilenet_v3_large", "mobilenetv2_lraspp"]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def results(run: Path) -> pd.DataFrame:
+    df = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str, "parent": str})
+    return df[df["status"] == "ok"]
+
+
+# --- Q1 ------------------------------------------------------------------------------------------------
+def search(run: Path, algo: str, seed: int, n_random: int, n_mutate: int, encoder: Path) -> None:
+    log(f"search {algo} seed {seed} -> {run}")
+    common.nascli("search", "--algo", algo, "-r", run, "--recipe", RECIPE, "--seed", seed, "--encoder", encoder,
+                  "--random-samples", n_random, "--mutate-samples", n_mutate, "--quiet")
+
+
+def seed_random_from_ea(ea: Path, rnd: Path, n_random: int) -> None:
+    """Start the random run with the EA run's first `n_random` records (identical by construction)."""
+    if (rnd / "search" / "records.jsonl").exists():
+        return
+    src = ea / "search"
+    lines = (src / "records.jsonl").read_text().splitlines()[:n_random]
+    assert all(json.loads(line)["phase"] == "random" for line in lines) and len(lines) == n_random
+    dst = rnd / "search"
+    (dst / "candidates").mkdir(parents=True)
+    shutil.copy2(src / "encoder.pth", dst / "encoder.pth")
+    for i in range(n_random):
+        shutil.copytree(src / "candidates" / f"{i:04d}", dst / "candidates" / f"{i:04d}")
+    (dst / "records.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def q1(args, encoder: Path) -> dict:
+    runs = {}
+    for seed in args.seeds:
+        ea, rnd = args.out / f"ea-s{seed}", args.out / f"random-s{seed}"
+        search(ea, "adelaide-ea", seed, args.random, args.mutate, encoder)
+        seed_random_from_ea(ea, rnd, args.random)
+        search(rnd, "random", seed, args.random, args.mutate, encoder)
+        shared = results(ea)["encoding"].tolist()[:args.random]
+        assert results(rnd)["encoding"].tolist()[:args.random] == shared, "random phase differs from EA's"
+        runs[seed] = {"adelaide-ea": results(ea), "random": results(rnd)}
+    from nascli.pareto.front import hypervolume_2d, pareto_front
+
+    max_macs = max(df["flops"].max() for r in runs.values() for df in r.values())
+    ref = (0.0, -1.05 * max_macs)  # (mIoU 0, 5% above the costliest candidate seen)
+    rows = []
+    for seed, r in runs.items():
+        for algo, df in r.items():
+            pts = np.stack([df["mIOU"].to_numpy(float), -df["flops"].to_numpy(float)], axis=1)
+            rows.append({"seed": seed, "algo": algo, "candidates": len(df), "best mIoU": df["mIOU"].max(),
+                         "front size": len(pareto_front(df, ["miou", "macs"])),
+                         "hypervolume": hypervolume_2d(pts, ref) / 1e9})
+    plot_fronts(runs, args.out / "q1_fronts.png")
+    return {"rows": rows, "reference_point": {"miou": 0.0, "macs": 1.05 * max_macs}}
+
+
+def plot_fronts(runs: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nascli.pareto.front import pareto_front
+
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 4), squeeze=False)
+    for ax, (seed, r) in zip(axes[0], runs.items()):
+        for algo, colour in (("random", "tab:grey"), ("adelaide-ea", "tab:red")):
+            df = r[algo]
+            ax.scatter(df["flops"] / 1e9, df["mIOU"], s=12, color=colour, alpha=0.35)
+            front = pareto_front(df, ["miou", "macs"]).sort_values("flops")
+            ax.step(front["flops"] / 1e9, front["mIOU"], where="post", color=colour, label=f"{algo} front")
+            ax.scatter(front["flops"] / 1e9, front["mIOU"], s=24, color=colour)
+        ax.set(title=f"seed {seed}", xlabel="GMACs at 180x240", ylabel="search mIoU (proxy)")
+        ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- Q2 ------------------------------------------------------------------------------------------------
+def spread(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """k candidates spread over cost, taken front first, then the next non-dominated layers."""
+    from nascli.pareto.front import pareto_front
+
+    chosen, rest = [], df.copy()
+    while len(chosen) < k and len(rest):
+        layer = pareto_front(rest, ["miou", "macs"])
+        chosen.append(layer)
+        rest = rest.drop(layer.index)
+    pool = pd.concat(chosen).sort_values("flops")
+    idx = np.unique(np.linspace(0, len(pool) - 1, min(k, len(pool))).round().astype(int))
+    return pool.iloc[idx]
+
+
+def train(run: Path, encoder: Path, epochs: int, *, encoding: str | None = None, model: str | None = None) -> dict:
+    status = run / "status" / "train.json"
+    if not (status.exists() and json.loads(status.read_text()).get("state") == "done"):
+        log(f"train {encoding or model} -> {run}")
+        args = ["train", "-r", run, "--recipe", RECIPE, "--epochs", epochs, "--quiet"]
+        args += ["--encoding", encoding] if encoding else ["--model", model]
+        if encoder is not None:
+            args += ["--encoder", encoder]
+        resume = (run / "train" / "last.pth").exists()
+        common.nascli(*args, *(["--resume"] if resume else []))
+    metrics = pd.read_csv(run / "train" / "metrics.csv")
+    return {"trained mIoU": float(metrics["val_miou"].max()), "epochs": int(metrics["epoch"].max())}
+
+
+def q2(args, encoder: Path) -> dict:
+    df = results(args.out / f"ea-s{args.seeds[0]}")
+    picks = spread(df, args.q2_models)
+    rows = []
+    for r in picks.itertuples():
+        t = train(args.out / "q2" / r.encoding, encoder, args.train_epochs, encoding=r.encoding)
+        rows.append({"encoding": r.encoding, "GMACs": r.flops / 1e9, "proxy mIoU": r.mIOU, **t})
+    from scipy.stats import kendalltau
+
+    tau = float(kendalltau([r["proxy mIoU"] for r in rows], [r["trained mIoU"] for r in rows]).statistic)
+    plot_scatter(rows, tau, args.out / "q2_proxy.png")
+    return {"rows": rows, "kendall_tau": tau}
+
+
+def plot_scatter(rows: list[dict], tau: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter([r["proxy mIoU"] for r in rows], [r["trained mIoU"] for r in rows])
+    for r in rows:
+        ax.annotate(r["encoding"][:8] + "…", (r["proxy mIoU"], r["trained mIoU"]), fontsize=7)
+    ax.set(title=f"proxy vs trained mIoU (Kendall tau {tau:.2f})", xlabel="search mIoU (proxy)",
+           ylabel="mIoU after nascli train")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# --- Q3 ------------------------------------------------------------------------------------------------
+def profile(run: Path, threads: int) -> dict:
+    out = common.nascli("profile", "-r", run, "--checkpoint", run / "train" / "best.pth", "--input-size", "360x480",
+                        "--threads", threads, "--json", "--quiet")
+    return json.loads(out.stdout)
+
+
+def q3(args, encoder: Path, q2_rows: list[dict]) -> dict:
+    rows = []
+    for name in BASELINES:
+        own = name == "mobilenetv2_lraspp"
+        # Equal budgets: our encoder got `pretrain.epochs` of dense pretraining, so a model that cannot use it
+        # trains that many epochs more from scratch.
+        epochs = args.train_epochs + (0 if own else args.pretrain_epochs)
+        t = train(args.out / "q3" / name, encoder if own else None, epochs, model=name)
+        rows.append({"model": name, **t, "run": args.out / "q3" / name})
+    for r in q2_rows:
+        rows.append({"model": f"searched {r['encoding']}", "trained mIoU": r["trained mIoU"], "epochs": r["epochs"],
+                     "run": args.out / "q2" / r["encoding"]})
+    for r in rows:
+        p = profile(r.pop("run"), args.threads)
+        r.update({"params (M)": p["params"] / 1e6, "GMACs @360x480": p["macs"] / 1e9,
+                  "eager ms": p["eager"]["median_ms"], "ORT ms": p["onnxruntime"]["median_ms"]})
+    return {"rows": rows}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--camvid-run", type=Path, default=common.ROOT / "runs" / "camvid",
+                   help="run directory holding pretrain/encoder.pth (make one with `nascli pretrain-backbone`)")
+    p.add_argument("--out", type=Path, default=common.ROOT / "runs" / "study")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--random", type=int, default=15, help="random-phase candidates per search")
+    p.add_argument("--mutate", type=int, default=15, help="mutate-phase candidates (random search: more random)")
+    p.add_argument("--q2-models", type=int, default=8)
+    p.add_argument("--train-epochs", type=int, default=15)
+    p.add_argument("--pretrain-epochs", type=int, default=60, help="for equal budgets in Q3 (recipe pretrain.epochs)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--only", choices=["q1", "q2", "q3"], help="stop after this part")
+    args = p.parse_args()
+    encoder = args.camvid_run / "pretrain" / "encoder.pth"
+    if not encoder.exists():
+        sys.exit(f"{encoder} not found: run `nascli pretrain-backbone -r {args.camvid_run} --recipe {RECIPE}` first")
+    head = common.header("study_quality")
+    started = time.perf_counter()
+    result = {**head, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}}
+    result["q1"] = q1(args, encoder)
+    if args.only != "q1":
+        result["q2"] = q2(args, encoder)
+        if args.only != "q2":
+            result["q3"] = q3(args, encoder, result["q2"]["rows"])
+    result["hours"] = (time.perf_counter() - started) / 3600
+    common.save_json("study_quality", result)
+    write_markdown(result, head, args)
+
+
+def write_markdown(result: dict, head: dict, args) -> None:
+    q1r = result["q1"]
+    md = ["### Search quality on CamVid (issue 7)", f"`{head['command']}` — {head['date']}  ",
+          f"Machine: {common.machine_line(head['machine'])}  ",
+          f"Recipe {RECIPE.relative_to(common.ROOT)}; seeds {args.seeds}; each search {args.random} random + "
+          f"{args.mutate} mutate (random search: {args.random + args.mutate} random); this session "
+          f"{result['hours']:.1f} h (steps already on disk are not re-run).", "",
+          "**Q1, adelaide-ea vs random search** (hypervolume in mIoU x GMACs at 180x240, reference point "
+          f"mIoU 0, {q1r['reference_point']['macs'] / 1e9:.3f} GMACs); fronts: `runs/study/q1_fronts.png`.", "",
+          common.table(q1r["rows"], list(q1r["rows"][0]))]
+    if "q2" in result:
+        md += ["", f"**Q2, proxy fidelity**: Kendall tau = **{result['q2']['kendall_tau']:.2f}** over "
+                   f"{len(result['q2']['rows'])} architectures (`runs/study/q2_proxy.png`).", "",
+               common.table(result["q2"]["rows"], list(result["q2"]["rows"][0]))]
+    if "q3" in result:
+        md += ["", "**Q3, found models vs hand-designed** (CamVid val; latency 360x480, batch 1, "
+                   f"{args.threads} threads):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0]))]
+    common.write_section("study", "\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
