@@ -30,10 +30,13 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -m slow
 
+# The demo: make the synthetic dataset, pretrain the encoder on it, search. Re-running resumes the search.
 demo: venv
-	$(NASCLI) data demo $(DEMO_DATA)
-	$(NASCLI) search --algo adelaide-ea -r $(DEMO_RUN) --data-root $(DEMO_DATA) \
-		--train-list $(DEMO_DATA)/train.txt --val-list $(DEMO_DATA)/val.txt --recipe recipes/demo.yml
+	test -f $(DEMO_DATA)/val.txt || $(NASCLI) data demo $(DEMO_DATA) --size 96
+	test -f $(DEMO_RUN)/pretrain/encoder.pth || $(NASCLI) pretrain-backbone -r $(DEMO_RUN) --recipe recipes/demo.yml \
+		--data-root $(DEMO_DATA) --train-list $(DEMO_DATA)/train.txt --val-list $(DEMO_DATA)/val.txt
+	$(NASCLI) search --algo adelaide-ea -r $(DEMO_RUN) --recipe recipes/demo.yml
+	$(NASCLI) pareto -r $(DEMO_RUN)
 
 $(VENV)/.bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'

@@ -22,8 +22,8 @@ def eval_cmd(
     data_root: options.DataRoot = None,
     recipe: options.Recipe = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Images per forward pass (PyTorch).")] = 8,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N (PyTorch models).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch / onnxruntime intra-op threads.")] = None,
+    device: options.Device = None,
+    threads: options.Threads = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:

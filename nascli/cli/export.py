@@ -23,7 +23,7 @@ def export(
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch, height and width (default: fixed at --input-size).")] = False,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed |onnxruntime - PyTorch| logit difference.")] = 1e-3,
     recipe: options.Recipe = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch / onnxruntime intra-op threads.")] = None,
+    threads: options.Threads = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:

@@ -33,8 +33,8 @@ def pretrain_backbone(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate.")] = None,
     input_size: options.InputSize = None,
     seed: options.Seed = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads.")] = None,
+    device: options.Device = None,
+    threads: options.Threads = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:

@@ -50,8 +50,8 @@ def search(
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="fast-nas: checkpoint of a trained model to distil from (MSE on logits).")] = None,
     seed: options.Seed = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads.")] = None,
+    device: options.Device = None,
+    threads: options.Threads = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:

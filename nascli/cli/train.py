@@ -37,8 +37,8 @@ def train(
     sep_repeats: Annotated[Optional[int], typer.Option("--sep-repeats", help="Repeat the separable units this often (a deeper final model than searched).")] = None,
     input_size: options.InputSize = None,
     seed: options.Seed = None,
-    device: Annotated[Optional[str], typer.Option("--device", help="cpu, cuda or cuda:N.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", help="torch intra-op threads.")] = None,
+    device: options.Device = None,
+    threads: options.Threads = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:

@@ -112,15 +112,7 @@ class CandidateEvaluator:
         train_seconds = time.perf_counter() - started
         if weights_path is not None:
             self._save(model, encoding, weights_path)
-        return {
-            "status": "ok",
-            "mIOU": round(metrics["miou"], 6),
-            "fwIOU": round(metrics["fwiou"], 6),
-            "mean_acc": round(metrics["mean_acc"], 6),
-            "pixel_acc": round(metrics["pixel_acc"], 6),
-            "reward": round(reward(metrics), 6),
-            "train_seconds": round(train_seconds, 2),
-        }
+        return {"status": "ok", **metric_fields(metrics), "train_seconds": round(train_seconds, 2)}
 
     def _train_cached(self, model: SegmentationNet, run_seed: int) -> dict:
         cache = self.cache  # built on first use, shared by every candidate
@@ -188,6 +180,13 @@ class CandidateEvaluator:
             save_checkpoint(path, {"model": spec, "state_dict": state, "meta": meta, "encoder_file": encoder_file})
         else:
             save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "meta": meta})
+
+
+def metric_fields(metrics: dict) -> dict:
+    """The record columns of a validation result (result.csv names)."""
+    return {"mIOU": round(metrics["miou"], 6), "fwIOU": round(metrics["fwiou"], 6),
+            "mean_acc": round(metrics["mean_acc"], 6), "pixel_acc": round(metrics["pixel_acc"], 6),
+            "reward": round(reward(metrics), 6)}
 
 
 def _device_taps(taps: list[torch.Tensor | None], device: torch.device) -> list[torch.Tensor | None]:

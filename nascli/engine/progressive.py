@@ -38,7 +38,7 @@ from torch.utils.data import DataLoader
 
 from nascli.data.listfile import derive_seed
 from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from nascli.engine.evaluator import CandidateEvaluator, encoding_seed, evaluate_model
+from nascli.engine.evaluator import CandidateEvaluator, encoding_seed, evaluate_model, metric_fields
 from nascli.engine.loops import (DivergedError, evaluate_logits, make_optimizer, make_scheduler, recalibrate_bn,
                                  seg_loss, train_steps)
 from nascli.engine.metrics import reward
@@ -184,11 +184,7 @@ class ProgressiveEvaluator(CandidateEvaluator):
             self._save_stage(model, encoding, weights_path, stage)
         return {
             "status": "ok",
-            "mIOU": round(metrics["miou"], 6),
-            "fwIOU": round(metrics["fwiou"], 6),
-            "mean_acc": round(metrics["mean_acc"], 6),
-            "pixel_acc": round(metrics["pixel_acc"], 6),
-            "reward": round(reward(metrics), 6),
+            **metric_fields(metrics),
             "reward_stage1": round(r1, 6),
             "stage": stage,
             "stop_prob": round(p_stop, 4),
