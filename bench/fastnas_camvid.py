@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import os
-import platform
 import shlex
 import subprocess
 import sys
@@ -29,6 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CAMVID = REPO.parent / "shared" / "data" / "camvid"
@@ -122,19 +123,12 @@ def trend(values: list[float]) -> tuple[float, float]:
     return slope, math.sqrt(resid / (n - 2) / sxx)
 
 
-def machine() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    return (f"{platform.platform()}, {cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads by default)")
-
-
 def report(args: argparse.Namespace, cmd: list[str]) -> None:
     df = pd.read_csv(args.run_dir / "search" / "result.csv", dtype={"encoding": str})
     rows = summarise(df, args.window)
     slope, err = trend(list(_fill(df["reward"], df["status"])))
-    lines = [f"command: {shlex.join(cmd)}", f"machine: {machine()}",
+    head = common.header("fastnas_camvid")
+    lines = [f"command: {shlex.join(cmd)}", f"machine: {common.machine_line(head['machine'])}",
              f"candidates: {len(df)} ({(df['status'] != 'ok').sum()} failed), "
              f"search seconds (sum over candidates): {df['seconds'].sum():.0f}",
              "", f"{'candidates':>11} {'reward':>8} {'stage1':>8} {'stage2%':>8} {'logp':>9} {'best mIoU':>9}"]
@@ -144,6 +138,11 @@ def report(args: argparse.Namespace, cmd: list[str]) -> None:
     lines += ["", f"reward trend: {slope:+.5f} per candidate (standard error {err:.5f}; "
                   f"{'rising' if slope > 2 * err else 'falling' if slope < -2 * err else 'no clear trend'})"]
     print("\n".join(lines))  # the benchmark's result, on stdout
+    common.save_json("fastnas_camvid", {**head, "search_command": shlex.join(cmd), "windows": rows,
+                                        "slope": slope, "slope_se": err, "candidates": len(df)})
+    common.write_section("fastnas_camvid", "\n".join(
+        ["### Fast-NAS on CamVid: does the controller learn? (issue 5)", f"`{head['command']}` — {head['date']}  ",
+         "```", *lines, "```"]))
 
 
 def main(argv: list[str] | None = None) -> int:

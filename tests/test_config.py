@@ -101,3 +101,13 @@ def test_a_partial_section_keeps_that_sections_own_defaults():
     r = build_recipe([("r.yml", {"train": {"epochs": 2}, "pretrain": {"lr": 0.01}})])
     assert (r.train.epochs, r.train.mode, r.train.lr) == (2, "full", 1e-3)
     assert (r.pretrain.lr, r.pretrain.epochs) == (0.01, 10)
+
+
+def test_fast_nas_recipe_documents_exactly_the_defaults():
+    from pathlib import Path
+
+    from nascli.config import FastNasConfig
+
+    path = Path(__file__).parents[1] / "recipes" / "fast_nas.yml"
+    shipped = build_recipe([(str(path), read_yaml(path))])
+    assert shipped.fast_nas == FastNasConfig() and shipped.search.algo == "fast-nas"

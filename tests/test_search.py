@@ -200,3 +200,42 @@ def test_other_steps_settings_do_not_block_resume(searched, tmp_path, run_cli, t
     recipe["train"]["sep_repeats"] = 2  # as `nascli train --sep-repeats 2` leaves it
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe))
     assert run_cli(search_args(run, tiny_recipe, data_flags, "--quiet")).code == 0
+
+
+class _LazyFuture:
+    """Runs its evaluation only when the loop asks for the result, so several are truly pending at once."""
+
+    def __init__(self, fn, args, executor):
+        self.fn, self.args, self.executor = fn, args, executor
+
+    def result(self):
+        self.executor.in_flight -= 1
+        return self.fn(*self.args)
+
+
+class _ThreeInFlight:
+    max_in_flight = 3
+
+    def __init__(self):
+        self.in_flight = self.peak = 0
+
+    def submit(self, fn, *args):
+        self.in_flight += 1
+        self.peak = max(self.peak, self.in_flight)
+        return _LazyFuture(fn, args, self)
+
+
+def test_loop_keeps_several_evaluations_in_flight(tmp_path, demo_data, tiny_recipe):
+    from nascli.rundir import RunDir
+    from nascli.steps import search as step
+    from nascli.steps.common import load_recipe
+
+    recipe = load_recipe(None, tiny_recipe, {"data.data_root": demo_data, "data.train_list": demo_data / "train.txt",
+                                             "data.val_list": demo_data / "val.txt", "search.random_samples": 4,
+                                             "search.mutate_samples": 4})
+    executor = _ThreeInFlight()
+    result = step.run(recipe, RunDir(tmp_path / "run"), executor=executor)
+    assert executor.peak == 3
+    codes = [r["encoding"] for r in result.records]
+    assert len(codes) == 8 and len(set(codes)) == 8
+    assert [r["index"] for r in result.records] == list(range(8))  # told in index order
