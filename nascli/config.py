@@ -38,7 +38,9 @@ class SpaceConfig(_Section):
     @field_validator("op_names")
     @classmethod
     def _known_ops(cls, names: list[str]) -> list[str]:
-        from nascli.zoo.ops import OPS  # the operator table is the source of truth for names
+        from nascli.zoo.ops import (
+            OPS,  # the operator table is the source of truth for names
+        )
 
         for n in names:
             if n not in OPS:

@@ -184,9 +184,9 @@ def test_exported_model_alone_in_a_fresh_interpreter_matches_pytorch(chain, demo
     assert agreement >= 0.999
     assert np.abs(ref - data["logits"]).max() <= tolerance
     # what the fresh interpreter fed is what nascli's own evaluation feeds (the metadata suffices)
+    from nascli.config import DataConfig
     from nascli.data.listfile import SegmentationDataset, read_list
     from nascli.data.transforms import eval_transform
-    from nascli.config import DataConfig
 
     ds = SegmentationDataset(read_list(demo_data / "val.txt", demo_data), eval_transform(DataConfig(input_size=(48, 48))))
     assert np.abs(ds[0][0].numpy() - data["inputs"][0]).max() < 1e-5

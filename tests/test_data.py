@@ -13,10 +13,17 @@ from PIL import Image
 from nascli.config import AugmentConfig, DataConfig
 from nascli.data.check import check_list
 from nascli.data.demo import CLASS_NAMES, make_demo
-from nascli.data.listfile import (SegmentationDataset, derive_seed, find_classes_file, load_image, load_mask,
-                                  read_class_names, read_list)
+from nascli.data.listfile import (
+    SegmentationDataset,
+    find_classes_file,
+    load_image,
+    load_mask,
+    read_class_names,
+    read_list,
+)
 from nascli.data.transforms import augment, eval_transform, train_transform
 from nascli.errors import DataError, UsageError
+from nascli.seeding import derive_seed
 
 
 def write_pair(root: Path, name: str, size=(20, 16), mask_size=None, value: int = 1, mode: str = "L") -> str:

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from nascli.config import DEFAULT_OPS, Recipe
-from nascli.data.listfile import derive_seed
 from nascli.engine.progressive import Polyak, RunningMean, stop_probability
+from nascli.seeding import derive_seed
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.strategies import rl
 from nascli.strategies.rl import FastNasController

@@ -56,7 +56,17 @@ def _root(
 def _register() -> None:
     # Imported here, not at module top, so that `nascli --help` stays fast and each subcommand module
     # only pulls in torch when it runs.
-    from nascli.cli import data, eval, export, models, pareto, pretrain, profile, search, train
+    from nascli.cli import (
+        data,
+        eval,
+        export,
+        models,
+        pareto,
+        pretrain,
+        profile,
+        search,
+        train,
+    )
 
     app.command("pretrain-backbone", no_args_is_help=False)(pretrain.pretrain_backbone)
     app.command("search")(search.search)

@@ -18,6 +18,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from nascli.errors import DataError
+from nascli.seeding import derive_seed
 
 log = logging.getLogger(__name__)
 
@@ -212,11 +213,6 @@ def load_mask(path: Path) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------
 # dataset
-def derive_seed(*parts: int) -> int:
-    """A well-mixed 64-bit seed from integers, e.g. derive_seed(seed, epoch, index)."""
-    return int(np.random.SeedSequence([p % 2**64 for p in parts]).generate_state(1, dtype=np.uint64)[0])
-
-
 def apply_seeded(transform: Callable[..., dict], image: np.ndarray, mask: np.ndarray, seed: int | None) -> dict:
     """`transform(image=, mask=)` with its random state set from `seed` (None: the transform's own state).
 

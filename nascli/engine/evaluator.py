@@ -22,14 +22,23 @@ import torch
 from torch.utils.data import DataLoader
 
 from nascli.config import Recipe
-from nascli.data.listfile import SegmentationDataset, derive_seed
+from nascli.data.listfile import SegmentationDataset
 from nascli.engine.checkpoint import save_checkpoint
 from nascli.engine.feature_cache import FeatureCache
-from nascli.engine.loops import (DivergedError, evaluate_logits, group_by_shape, make_optimizer, make_scheduler,
-                                 recalibrate_bn, seg_loss, train_steps)
+from nascli.engine.loops import (
+    DivergedError,
+    evaluate_logits,
+    group_by_shape,
+    make_optimizer,
+    make_scheduler,
+    recalibrate_bn,
+    seg_loss,
+    train_steps,
+)
 from nascli.engine.metrics import reward
 from nascli.profile.cost import count_macs, count_params
 from nascli.profile.latency import torch_latency
+from nascli.seeding import derive_seed
 from nascli.spaces.adelaide import DIGITS, AdelaideSpace
 from nascli.zoo.adelaide import SegmentationNet, build_adelaide
 from nascli.zoo.backbones import MobileNetV2Encoder, load_encoder_weights

@@ -36,13 +36,25 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from nascli.data.listfile import derive_seed
 from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from nascli.engine.evaluator import CandidateEvaluator, encoding_seed, evaluate_model, metric_fields
-from nascli.engine.loops import (DivergedError, evaluate_logits, make_optimizer, make_scheduler, recalibrate_bn,
-                                 seg_loss, train_steps)
+from nascli.engine.evaluator import (
+    CandidateEvaluator,
+    encoding_seed,
+    evaluate_model,
+    metric_fields,
+)
+from nascli.engine.loops import (
+    DivergedError,
+    evaluate_logits,
+    make_optimizer,
+    make_scheduler,
+    recalibrate_bn,
+    seg_loss,
+    train_steps,
+)
 from nascli.engine.metrics import reward
 from nascli.errors import ConfigError
+from nascli.seeding import derive_seed
 from nascli.zoo.adelaide import SegmentationNet
 from nascli.zoo.auxiliary import AuxiliaryDecoder
 from nascli.zoo.backbones import load_encoder_weights

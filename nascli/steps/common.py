@@ -11,7 +11,12 @@ import torch
 
 from nascli.config import Recipe, build_recipe, dotted, read_yaml, recipe_to_yaml
 from nascli.data.check import check_list
-from nascli.data.listfile import SegmentationDataset, find_classes_file, read_class_names, read_list
+from nascli.data.listfile import (
+    SegmentationDataset,
+    find_classes_file,
+    read_class_names,
+    read_list,
+)
 from nascli.data.transforms import eval_transform, train_transform
 from nascli.errors import CheckFailed, ConfigError, DataError, UsageError
 from nascli.rundir import RunDir, atomic_write_text

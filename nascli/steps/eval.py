@@ -81,7 +81,12 @@ def load_pytorch(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
 
 def load_onnx(path: Path, threads: int | None = None) -> LoadedModel:
     """An ONNX file in onnxruntime; its metadata from the file, its input size fixed or free."""
-    from nascli.export.onnx import INPUT_NAME, decode_metadata, session, static_input_size
+    from nascli.export.onnx import (
+        INPUT_NAME,
+        decode_metadata,
+        session,
+        static_input_size,
+    )
 
     if not Path(path).is_file():
         raise CheckpointError(f"ONNX model {path} not found", hint="run `nascli export --onnx` first, or check the path")

@@ -21,8 +21,17 @@ from typing import Any
 from nascli import __version__
 from nascli.config import Recipe
 from nascli.errors import CheckFailed, UsageError
-from nascli.export.onnx import (DEFAULT_OPSET, EXPORTER, INPUT_NAME, OUTPUT_NAME, compare, export_bytes, seeded_input,
-                                session, with_metadata)
+from nascli.export.onnx import (
+    DEFAULT_OPSET,
+    EXPORTER,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    compare,
+    export_bytes,
+    seeded_input,
+    session,
+    with_metadata,
+)
 from nascli.profile.system import versions
 from nascli.rundir import RunDir, atomic_write, atomic_write_json
 from nascli.steps.common import setup_torch

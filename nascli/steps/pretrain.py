@@ -29,14 +29,30 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from nascli.config import Recipe
-from nascli.data.listfile import derive_seed
-from nascli.engine.checkpoint import FORMAT, save_checkpoint, safe_load
+from nascli.engine.checkpoint import FORMAT, safe_load, save_checkpoint
 from nascli.engine.evaluator import evaluate_model
-from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss, train_steps
+from nascli.engine.loops import (
+    make_optimizer,
+    make_scheduler,
+    recalibrate_bn,
+    seg_loss,
+    train_steps,
+)
 from nascli.errors import CheckpointError, DataError, UsageError
 from nascli.rundir import RunDir, atomic_write_text
-from nascli.steps.common import datasets, resolve_data, save_run_recipe, setup_torch, validate_lists
-from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict, load_encoder_weights
+from nascli.seeding import derive_seed
+from nascli.steps.common import (
+    datasets,
+    resolve_data,
+    save_run_recipe,
+    setup_torch,
+    validate_lists,
+)
+from nascli.zoo.backbones import (
+    MobileNetV2Encoder,
+    encoder_state_dict,
+    load_encoder_weights,
+)
 from nascli.zoo.registry import create_model
 
 log = logging.getLogger(__name__)

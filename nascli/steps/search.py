@@ -28,16 +28,29 @@ import pandas as pd
 import torch
 
 from nascli.config import Recipe, first_difference, recipe_to_yaml
-from nascli.data.listfile import derive_seed
 from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
 from nascli.engine.loops import group_by_shape, recalibrate_bn
 from nascli.errors import ConfigError, RunDirError, UsageError
 from nascli.faults import fault_point
 from nascli.pareto.front import OBJECTIVES, pareto_front
-from nascli.rundir import RunDir, append_jsonl, atomic_write, atomic_write_json, atomic_write_text, read_jsonl
+from nascli.rundir import (
+    RunDir,
+    append_jsonl,
+    atomic_write,
+    atomic_write_json,
+    atomic_write_text,
+    read_jsonl,
+)
+from nascli.seeding import derive_seed
 from nascli.spaces.adelaide import AdelaideSpace
-from nascli.steps.common import datasets, resolve_data, save_run_recipe, setup_torch, validate_lists
+from nascli.steps.common import (
+    datasets,
+    resolve_data,
+    save_run_recipe,
+    setup_torch,
+    validate_lists,
+)
 from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict
 
 log = logging.getLogger(__name__)

@@ -29,15 +29,38 @@ import torch
 from torch.utils.data import DataLoader
 
 from nascli.config import Recipe, first_difference, recipe_to_yaml
-from nascli.data.listfile import derive_seed
-from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from nascli.engine.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
 from nascli.engine.evaluator import evaluate_model
-from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss, train_steps
-from nascli.errors import CheckpointError, EncodingError, NascliError, RunDirError, UsageError
+from nascli.engine.loops import (
+    make_optimizer,
+    make_scheduler,
+    recalibrate_bn,
+    seg_loss,
+    train_steps,
+)
+from nascli.errors import (
+    CheckpointError,
+    EncodingError,
+    NascliError,
+    RunDirError,
+    UsageError,
+)
 from nascli.rundir import RunDir, atomic_write_text
+from nascli.seeding import derive_seed
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.spaces.adelaide import EncodingError as CodecError
-from nascli.steps.common import datasets, load_recipe, resolve_data, save_run_recipe, setup_torch, validate_lists
+from nascli.steps.common import (
+    datasets,
+    load_recipe,
+    resolve_data,
+    save_run_recipe,
+    setup_torch,
+    validate_lists,
+)
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
 from nascli.zoo.registry import OWN_ENCODER, check_name, create_model
 

@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from nascli.config import Recipe
-from nascli.data.listfile import derive_seed
+from nascli.seeding import derive_seed
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.strategies.base import Proposal
 

@@ -14,8 +14,17 @@ import pytest
 
 from nascli.rundir import read_jsonl
 
-from .helpers import (CANDIDATES, NASCLI, assert_clean_error, env, nascli, read_table, search_argv, temp_files,
-                      train_argv)
+from .helpers import (
+    CANDIDATES,
+    NASCLI,
+    assert_clean_error,
+    env,
+    nascli,
+    read_table,
+    search_argv,
+    temp_files,
+    train_argv,
+)
 
 
 def interrupt_when(argv: list[str], ready: Callable[[], bool], tmp_path: Path) -> tuple[int, str, str]:

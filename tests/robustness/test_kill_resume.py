@@ -19,7 +19,15 @@ import pytest
 
 from nascli.rundir import read_jsonl
 
-from .helpers import CANDIDATES, env, nascli, read_table, search_argv, temp_files, train_argv
+from .helpers import (
+    CANDIDATES,
+    env,
+    nascli,
+    read_table,
+    search_argv,
+    temp_files,
+    train_argv,
+)
 
 slow = pytest.mark.slow
 
