@@ -86,7 +86,7 @@ def q1(args, encoder: Path) -> dict:
             rows.append({"seed": seed, "algo": algo, "candidates": len(df), "best mIoU": df["mIOU"].max(),
                          "front size": len(pareto_front(df, ["miou", "macs"])),
                          "hypervolume": hypervolume_2d(pts, ref) / 1e9})
-    plot_fronts(runs, args.out / "q1_fronts.png")
+    plot_fronts(runs, common.RESULTS / "study_q1_fronts.png")
     return {"rows": rows, "reference_point": {"miou": 0.0, "macs": 1.05 * max_macs}}
 
 
@@ -109,6 +109,7 @@ def plot_fronts(runs: dict, path: Path) -> None:
         ax.set(title=f"seed {seed}", xlabel="GMACs at 180x240", ylabel="search mIoU (proxy)")
         ax.legend(loc="lower right")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -152,7 +153,7 @@ def q2(args, encoder: Path) -> dict:
     from scipy.stats import kendalltau
 
     tau = float(kendalltau([r["proxy mIoU"] for r in rows], [r["trained mIoU"] for r in rows]).statistic)
-    plot_scatter(rows, tau, args.out / "q2_proxy.png")
+    plot_scatter(rows, tau, common.RESULTS / "study_q2_proxy.png")
     return {"rows": rows, "kendall_tau": tau}
 
 
@@ -169,6 +170,7 @@ def plot_scatter(rows: list[dict], tau: float, path: Path) -> None:
     ax.set(title=f"proxy vs trained mIoU (Kendall tau {tau:.2f})", xlabel="search mIoU (proxy)",
            ylabel="mIoU after nascli train")
     fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
@@ -237,12 +239,13 @@ def write_markdown(result: dict, head: dict, args) -> None:
           f"{args.mutate} mutate (random search: {args.random + args.mutate} random); this session "
           f"{result['hours']:.1f} h (steps already on disk are not re-run).", "",
           "**Q1, adelaide-ea vs random search** (hypervolume in mIoU x GMACs at 180x240, reference point "
-          f"mIoU 0, {q1r['reference_point']['macs'] / 1e9:.3f} GMACs); fronts: `runs/study/q1_fronts.png`.", "",
-          common.table(q1r["rows"], list(q1r["rows"][0]))]
+          f"mIoU 0, {q1r['reference_point']['macs'] / 1e9:.3f} GMACs).", "",
+          common.table(q1r["rows"], list(q1r["rows"][0])), "", "![Q1 fronts](bench/results/study_q1_fronts.png)"]
     if "q2" in result:
         md += ["", f"**Q2, proxy fidelity**: Kendall tau = **{result['q2']['kendall_tau']:.2f}** over "
-                   f"{len(result['q2']['rows'])} architectures (`runs/study/q2_proxy.png`).", "",
-               common.table(result["q2"]["rows"], list(result["q2"]["rows"][0]))]
+                   f"{len(result['q2']['rows'])} architectures.", "",
+               common.table(result["q2"]["rows"], list(result["q2"]["rows"][0])), "",
+               "![Q2 proxy vs trained](bench/results/study_q2_proxy.png)"]
     if "q3" in result:
         md += ["", "**Q3, found models vs hand-designed** (CamVid val; latency 360x480, batch 1, "
                    f"{args.threads} threads):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0]))]

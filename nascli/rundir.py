@@ -163,7 +163,7 @@ def read_jsonl(path: Path) -> list[dict]:
             if i == len(lines) - 1:  # the torn last line of a killed writer
                 break
             raise RunDirError(f"{path}:{i + 1}: corrupt record line",
-                              hint="the file was edited by hand or the disk is damaged; restore it or start a new run directory")
+                              hint="the file was edited by hand or the disk is damaged; restore it or start a new run directory") from None
     return records
 
 
