@@ -45,6 +45,9 @@ from nascli.zoo.backbones import MobileNetV2Encoder, load_encoder_weights
 
 log = logging.getLogger(__name__)
 
+# Memory format of decoder training on cached taps; chosen by measurement (bench/speed_log.py, BENCHMARKS.md).
+CHANNELS_LAST = True
+
 
 def encoding_seed(seed: int, encoding: str) -> int:
     return derive_seed(seed, int(encoding.lstrip("_"), len(DIGITS)))
@@ -131,8 +134,7 @@ class CandidateEvaluator:
         steps = math.ceil(cache.num_train / self.cfg.batch_size)
         sched = make_scheduler(opt, self.cfg, steps)
         gen = torch.Generator().manual_seed(run_seed)
-        # channels_last: oneDNN's depthwise and 1x1 convs run faster on NHWC (BENCHMARKS.md, B1).
-        decoder.to(memory_format=torch.channels_last).train()
+        decoder.to(memory_format=torch.channels_last if CHANNELS_LAST else torch.contiguous_format).train()
         out_size = None if self.cfg.loss_at == "logits" else "label"
         forward = lambda b: decoder(b[0], None if out_size is None else b[1].shape[-2:])  # noqa: E731
         for epoch in range(self.cfg.epochs):
@@ -199,7 +201,8 @@ def metric_fields(metrics: dict) -> dict:
 
 
 def _device_taps(taps: list[torch.Tensor | None], device: torch.device) -> list[torch.Tensor | None]:
-    return [t.to(device).contiguous(memory_format=torch.channels_last) if t is not None else None for t in taps]
+    fmt = torch.channels_last if CHANNELS_LAST else torch.contiguous_format
+    return [t.to(device).contiguous(memory_format=fmt) if t is not None else None for t in taps]
 
 
 @torch.no_grad()
