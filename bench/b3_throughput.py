@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 import tempfile
 import time
@@ -154,7 +153,6 @@ def main() -> None:
            common.table(rows, ["phase", "seconds", "share %"])]
     common.write_section("b3", "\n".join(md))
     print("\n".join(md))
-    shutil.rmtree(Path(tempfile.gettempdir()) / "nascli-b3-none", ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,8 @@ def machine() -> dict:
     """What a figure depends on: the processor, its SIMD flags, threads, library versions, the commit."""
     import torch
 
-    from nascli.profile.system import machine as system, versions
+    from nascli.profile.system import machine as system
+    from nascli.profile.system import versions
 
     return {**system(), "torch_threads": torch.get_num_threads(), **versions(), "git": _git_rev()}
 

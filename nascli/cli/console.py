@@ -65,3 +65,38 @@ def say(message: str) -> None:
 
 def next_step(command: str) -> None:
     say(f"Next: {command}")
+
+
+class LiveBar:
+    """A rich progress bar on stderr when it is a terminal (nothing otherwise), one task shown at a time.
+
+    Subclasses turn the steps' progress events into `show` calls.
+    """
+
+    def __init__(self, enabled: bool = True):
+        self.enabled = enabled
+        self.live = enabled and err.is_terminal
+        self.bar = None
+        self.task = None
+
+    def __enter__(self):
+        if self.live:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=err)
+            self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.__exit__(*exc)
+
+    def show(self, description: str, done: int, total: int, info: str) -> None:
+        if self.bar is None:
+            return
+        if self.task is None or self.bar.tasks[self.task].description != description:
+            if self.task is not None:
+                self.bar.remove_task(self.task)
+            self.task = self.bar.add_task(description, total=total, info=info)
+        self.bar.update(self.task, completed=done, total=total, info=info)

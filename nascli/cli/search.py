@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -118,62 +117,25 @@ def _report(result, cfg, json_out: bool) -> None:
     console.next_step(f"nascli pareto -r {result.run_dir}   then   nascli train -r {result.run_dir}")
 
 
-class SearchProgress:
+class SearchProgress(console.LiveBar):
     """Progress on stderr: a live bar on a terminal, one log line per candidate otherwise."""
-
-    def __init__(self, enabled: bool = True):
-        self.enabled = enabled
-        self.live = enabled and console.err.is_terminal
-        self.bar = None
-        self.task = None
-        self.started = time.perf_counter()
-        self.done_this_session = 0
-
-    def __enter__(self):
-        if self.live:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console.err,
-                                transient=False)
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
 
     def __call__(self, event: dict) -> None:
         if not self.enabled:
             return
         kind = event["event"]
         if kind == "cache":
-            self._show("encoding features", event["done"], event["total"], "")
+            self.show("encoding features", event["done"], event["total"], "")
         elif kind == "candidate":
-            self._show("search", event["index"], event["total"], f"{event['phase']} {event['encoding']}")
+            self.show("search", event["index"], event["total"], f"{event['phase']} {event['encoding']}")
         elif kind == "record":
             r = event["record"]
             best = event.get("best_miou")
             info = f"best mIoU {best:.4f}" if best is not None else ""
-            self._show("search", event["done"], event["total"], info)
+            self.show("search", event["done"], event["total"], info)
             if not self.live:
                 miou = r.get("mIOU")
                 miou_s = f"{miou:.4f}" if isinstance(miou, (int, float)) else "-"
                 log.info("candidate %d/%d %s %s: %s mIoU %s, %.3f GMACs, %.2f M params, %.1f s; %s",
                          event["done"], event["total"], r["phase"], r["encoding"], r["status"], miou_s,
                          r.get("flops", 0) / 1e9, r.get("parameters", 0) / 1e6, r.get("seconds", 0), info)
-
-    def _show(self, description: str, done: int, total: int, info: str) -> None:
-        if self.bar is None:
-            return
-        if self.task is None or self.bar.tasks[self.task].description != description:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(description, total=total, info=info)
-        self.bar.update(self.task, completed=done, total=total, info=info)

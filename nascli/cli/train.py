@@ -94,39 +94,10 @@ def _report(result, json_out: bool) -> None:
     console.next_step(f"nascli eval -r {result.run_dir}")
 
 
-class EpochProgress:
+class EpochProgress(console.LiveBar):
     """A live bar per epoch on a terminal; elsewhere the step's one log line per epoch is enough."""
 
-    def __init__(self, enabled: bool = True):
-        self.live = enabled and console.err.is_terminal
-        self.bar = None
-        self.task = None
-
-    def __enter__(self):
-        if self.live:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=console.err)
-            self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.__exit__(*exc)
-
     def __call__(self, event: dict) -> None:
-        if self.bar is None or event["event"] != "step":
-            return
-        description = f"epoch {event['epoch']}/{event['epochs']}"
-        if self.task is None or self.bar.tasks[self.task].description != description:
-            if self.task is not None:
-                self.bar.remove_task(self.task)
-            self.task = self.bar.add_task(description, total=event["steps"], info="")
-        self.bar.update(self.task, completed=event["step"], info=f"loss {event['loss']:.4f}")
+        if event["event"] == "step":
+            self.show(f"epoch {event['epoch']}/{event['epochs']}", event["step"], event["steps"],
+                      f"loss {event['loss']:.4f}")

@@ -7,8 +7,9 @@ encoder start from the run's pretrained encoder (pretrain/encoder.pth, else sear
 `train` always trains end to end: `train.mode` and `train.cache_views` (candidate settings) are not used.
 
 Files in RUN/train/: config.yaml (the resolved recipe, also saved as RUN/recipe.yaml for the later
-steps), last.pth after every epoch, best.pth when the validation mIoU improves, metrics.csv with one row per finished epoch (rewritten from the history inside
-last.pth, so a resumed training lists every epoch exactly once).
+steps), last.pth after every epoch, best.pth when the validation mIoU improves, and metrics.csv with one
+row per finished epoch (rewritten from the history inside last.pth, so a resumed training lists every
+epoch exactly once).
 
 Resume (`--resume`): last.pth holds the weights, optimizer, scheduler, history and epoch. Epoch e's
 shuffling, augmentation and dropout are seeded from (seed, e) alone, so a resumed training repeats the
