@@ -78,6 +78,7 @@ class LiveBar:
         self.live = enabled and err.is_terminal
         self.bar = None
         self.task = None
+        self.description = None
 
     def __enter__(self):
         if self.live:
@@ -95,8 +96,9 @@ class LiveBar:
     def show(self, description: str, done: int, total: int, info: str) -> None:
         if self.bar is None:
             return
-        if self.task is None or self.bar.tasks[self.task].description != description:
+        if description != self.description:
             if self.task is not None:
                 self.bar.remove_task(self.task)
             self.task = self.bar.add_task(description, total=total, info=info)
+            self.description = description
         self.bar.update(self.task, completed=done, total=total, info=info)
