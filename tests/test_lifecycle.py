@@ -38,12 +38,6 @@ def lc_recipe(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def lc_data(demo_data: Path) -> list[str]:
-    return ["--data-root", str(demo_data), "--train-list", str(demo_data / "train.txt"),
-            "--val-list", str(demo_data / "val.txt")]
-
-
-@pytest.fixture
 def fake_torchvision_weights(tmp_path: Path) -> Path:
     """What `torch.save(mobilenet_v2(weights=...).state_dict())` writes: features.* and classifier.*."""
     torch.manual_seed(1)
@@ -53,12 +47,12 @@ def fake_torchvision_weights(tmp_path: Path) -> Path:
 
 
 # --- train: kill mid-epoch, then --resume --------------------------------------------------------------
-def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_cli, lc_recipe, lc_data,
+def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_cli, lc_recipe, data_flags,
                                                                  fake_torchvision_weights):
     run = tmp_path / "killed"
     r = run_cli("pretrain-backbone", "-r", run, "--weights", fake_torchvision_weights, "--quiet")
     assert r.code == 0, r.stderr
-    args = ["train", "-r", str(run), "--recipe", str(lc_recipe), *lc_data, "--encoding", CODE]
+    args = ["train", "-r", str(run), "--recipe", str(lc_recipe), *data_flags, "--encoding", CODE]
     proc = subprocess.Popen([sys.executable, "-m", "nascli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
     metrics = run / "train" / "metrics.csv"
@@ -90,7 +84,7 @@ def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_c
 
     # the same training uninterrupted: the resumed one continued it, not restarted it
     ref = tmp_path / "reference"
-    r = run_cli("train", "-r", ref, "--recipe", lc_recipe, *lc_data, "--encoding", CODE,
+    r = run_cli("train", "-r", ref, "--recipe", lc_recipe, *data_flags, "--encoding", CODE,
                 "--encoder", run / "pretrain" / "encoder.pth", "--quiet")
     assert r.code == 0, r.stderr
     reference = pd.read_csv(ref / "train" / "metrics.csv")
@@ -98,8 +92,8 @@ def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_c
     assert history["lr"].tolist() == pytest.approx(reference["lr"].tolist())
 
 
-def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, run_cli, lc_recipe, lc_data):
-    r = run_cli("train", "-r", tmp_path / "run", "--recipe", lc_recipe, *lc_data, "--resume")
+def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, run_cli, lc_recipe, data_flags):
+    r = run_cli("train", "-r", tmp_path / "run", "--recipe", lc_recipe, *data_flags, "--resume")
     assert r.code == 5
     assert "last.pth not found" in r.stderr and "Hint:" in r.stderr and "Traceback" not in r.stderr
 
@@ -110,18 +104,18 @@ def test_resume_without_a_checkpoint_is_a_clear_error(tmp_path, run_cli, lc_reci
     (["--model", "mobilenetv2_lraspp", "--encoding", CODE], 2, ["both choose the model"]),
     ([], 5, ["no finished `search` step"]),
 ])
-def test_train_source_errors_come_before_anything_is_written(tmp_path, run_cli, lc_recipe, lc_data, extra, code, words):
+def test_train_source_errors_come_before_anything_is_written(tmp_path, run_cli, lc_recipe, data_flags, extra, code, words):
     run = tmp_path / "run"
-    r = run_cli("train", "-r", run, "--recipe", lc_recipe, *lc_data, *extra)
+    r = run_cli("train", "-r", run, "--recipe", lc_recipe, *data_flags, *extra)
     assert r.code == code, r.stderr
     for w in words:
         assert w in r.stderr
     assert not (run / "train").exists()
 
 
-def test_train_a_torchvision_baseline(tmp_path, run_cli, lc_recipe, lc_data, demo_data):
+def test_train_a_torchvision_baseline(tmp_path, run_cli, lc_recipe, data_flags, demo_data):
     run = tmp_path / "run"
-    r = run_cli("train", "-r", run, "--recipe", lc_recipe, *lc_data, "--model", "lraspp_mobilenet_v3_large",
+    r = run_cli("train", "-r", run, "--recipe", lc_recipe, *data_flags, "--model", "lraspp_mobilenet_v3_large",
                 "--epochs", "1", "--json")
     assert r.code == 0, r.stderr
     out = json.loads(r.stdout)
@@ -243,7 +237,7 @@ def test_pareto_on_an_objective_the_search_did_not_record(tmp_path, run_cli, res
     assert r.code == 2 and "did you mean 'flops'" in r.stderr
 
 
-def test_ctrl_c_during_training_exits_130_and_marks_the_status(tmp_path, run_cli, lc_recipe, lc_data, monkeypatch):
+def test_ctrl_c_during_training_exits_130_and_marks_the_status(tmp_path, run_cli, lc_recipe, data_flags, monkeypatch):
     from nascli.steps import train as step
 
     def interrupt_at_second_step(progress, epoch, epochs, steps):
@@ -254,7 +248,7 @@ def test_ctrl_c_during_training_exits_130_and_marks_the_status(tmp_path, run_cli
 
     monkeypatch.setattr(step, "_on_step", interrupt_at_second_step)
     run = tmp_path / "run"
-    r = run_cli("train", "-r", run, "--recipe", lc_recipe, *lc_data, "--encoding", CODE)
+    r = run_cli("train", "-r", run, "--recipe", lc_recipe, *data_flags, "--encoding", CODE)
     assert r.code == 130 and "interrupted before its first epoch finished" in r.stderr
     assert json.loads((run / "status" / "train.json").read_text())["state"] == "interrupted"
     assert not (run / "train" / "last.pth").exists()
