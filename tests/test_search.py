@@ -115,6 +115,20 @@ def test_same_seed_same_encodings_in_same_order(searched, tmp_path, run_cli, tin
     assert list(first["mIOU"]) == list(second["mIOU"])
 
 
+def test_a_feature_cache_spilled_to_disk_changes_no_result(searched, tmp_path, run_cli, tiny_recipe, data_flags):
+    recipe = tmp_path / "spill.yml"
+    recipe.write_text(tiny_recipe.read_text().replace("  cache_views: 1\n", "  cache_views: 1\n  cache_memory_gb: 1.0e-6\n"))
+    run = tmp_path / "spill"
+    args = ["search", "-r", run, "--recipe", recipe, *data_flags, "--random-samples", "2", "--mutate-samples", "0",
+            "--epochs", "1"]
+    r = run_cli(args)
+    assert r.code == 0 and "spilling to" in r.stderr
+    first, _ = read_results(searched)
+    spilled, _ = read_results(run)
+    assert list(spilled["mIOU"]) == list(first["mIOU"][:2])
+    assert not list((run / "search").glob("feature-cache-*"))  # removed with the cache
+
+
 def test_rerun_of_a_finished_search_trains_nothing(searched, run_cli, tiny_recipe, data_flags):
     before = (searched / "search" / "records.jsonl").read_bytes()
     r = run_cli(search_args(searched, tiny_recipe, data_flags, "--quiet"))

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader
 from nascli.config import Recipe
 from nascli.data.listfile import SegmentationDataset
 from nascli.engine.checkpoint import save_checkpoint
-from nascli.engine.feature_cache import FeatureCache
+from nascli.engine.feature_cache import FeatureCache, default_memory_limit
 from nascli.engine.loops import (
     DivergedError,
     evaluate_logits,
@@ -60,7 +60,7 @@ def size_str(size: tuple[int, int]) -> str:
 class CandidateEvaluator:
     def __init__(self, *, recipe: Recipe, num_classes: int, train: SegmentationDataset, val: SegmentationDataset,
                  encoder_state: dict[str, torch.Tensor], encoder_file: Path | None = None,
-                 progress: Callable[[dict], None] | None = None):
+                 progress: Callable[[dict], None] | None = None, cache_dir: Path | None = None):
         self.recipe = recipe
         self.space = AdelaideSpace(recipe.space.op_names)
         self.num_classes = num_classes
@@ -70,6 +70,7 @@ class CandidateEvaluator:
         self.cfg = recipe.candidate
         self.device = torch.device(recipe.device)
         self.progress = progress or (lambda event: None)
+        self.cache_dir = cache_dir  # where a feature cache too large for memory spills
         self._cache: FeatureCache | None = None
 
     def observe(self, record: dict) -> None:
@@ -101,9 +102,17 @@ class CandidateEvaluator:
         if self._cache is None:
             encoder = MobileNetV2Encoder()
             load_encoder_weights(encoder, self.encoder_state)
+            gb = self.cfg.cache_memory_gb
             self._cache = FeatureCache(encoder, self.train, self.val, views=self.cfg.cache_views, device=self.device,
-                                       batch_size=self.cfg.batch_size, progress=self.progress)
+                                       batch_size=self.cfg.batch_size, progress=self.progress,
+                                       memory_limit=int(gb * 2**30) if gb else default_memory_limit(),
+                                       spill_dir=self.cache_dir)
         return self._cache
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     def train_and_eval(self, encoding: str, seed: int, weights_path: Path | None) -> dict:
         """Train the candidate briefly, evaluate on the validation list, save its weights."""

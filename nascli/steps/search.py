@@ -63,7 +63,7 @@ INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "st
 # runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
 SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.", "fast_nas.")
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
-                     "data.workers")
+                     "data.workers", "candidate.cache_memory_gb")
 
 
 @dataclass
@@ -210,7 +210,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
     train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
     encoder_state, encoder_file = _prepare_encoder(sdir, encoder_source, seed, train_ds, cfg.batch_size)
     evaluator = make_evaluator(recipe, train=train_ds, val=val_ds, encoder_state=encoder_state,
-                               encoder_file=encoder_file, progress=progress)
+                               encoder_file=encoder_file, progress=progress, cache_dir=sdir)
     for record in records:
         evaluator.observe(record)
     total = budget(recipe)
@@ -219,39 +219,42 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
     pending: dict[int, tuple] = {}
     recovered = 0
     _write_tables(sdir, records, recipe.search.objectives)
-    while True:
-        while len(pending) < executor.max_in_flight:
-            index = len(records) + len(pending)
-            proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats)
-            if proposal is None:
+    try:
+        while True:
+            while len(pending) < executor.max_in_flight:
+                index = len(records) + len(pending)
+                proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats)
+                if proposal is None:
+                    break
+                seen.add(proposal.encoding)
+                progress({"event": "candidate", "index": index, "total": total, "encoding": proposal.encoding,
+                          "phase": proposal.phase})
+                cand_dir = sdir / "candidates" / f"{index:04d}"
+                prior = _recover(cand_dir, proposal.encoding)
+                if prior is not None:
+                    recovered += 1
+                    future: Future = Future()
+                    future.set_result(prior)
+                else:
+                    future = executor.submit(_evaluate, evaluator, recipe, index, proposal, cost, cand_dir, sdir)
+                pending[index] = (proposal, future)
+            if not pending:
                 break
-            seen.add(proposal.encoding)
-            progress({"event": "candidate", "index": index, "total": total, "encoding": proposal.encoding,
-                      "phase": proposal.phase})
-            cand_dir = sdir / "candidates" / f"{index:04d}"
-            prior = _recover(cand_dir, proposal.encoding)
-            if prior is not None:
-                recovered += 1
-                future: Future = Future()
-                future.set_result(prior)
-            else:
-                future = executor.submit(_evaluate, evaluator, recipe, index, proposal, cost, cand_dir, sdir)
-            pending[index] = (proposal, future)
-        if not pending:
-            break
-        index = min(pending)  # tell in index order: the same order whatever finishes first
-        proposal, future = pending.pop(index)
-        record = future.result()
-        fault_point("search_recorded")
-        append_jsonl(records_path, record)
-        fault_point("search_appended")
-        records.append(record)
-        evaluator.observe(record)
-        strategy.tell(record)
-        _save_state(state_path, strategy, len(records))
-        _write_tables(sdir, records, recipe.search.objectives)
-        progress({"event": "record", "record": record, "done": len(records), "total": total,
-                  "best_miou": _best(records)})
+            index = min(pending)  # tell in index order: the same order whatever finishes first
+            proposal, future = pending.pop(index)
+            record = future.result()
+            fault_point("search_recorded")
+            append_jsonl(records_path, record)
+            fault_point("search_appended")
+            records.append(record)
+            evaluator.observe(record)
+            strategy.tell(record)
+            _save_state(state_path, strategy, len(records))
+            _write_tables(sdir, records, recipe.search.objectives)
+            progress({"event": "record", "record": record, "done": len(records), "total": total,
+                      "best_miou": _best(records)})
+    finally:
+        evaluator.close()  # a feature cache spilled to disk goes now, not at exit
     result_csv, front_csv = sdir / "result.csv", sdir / "pareto_front.csv"
     front = pareto_front(_table(records), recipe.search.objectives) if records else _table([])
     return SearchResult(run_dir.path, records, front, list(recipe.search.objectives), result_csv, front_csv,
