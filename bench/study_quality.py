@@ -79,14 +79,20 @@ def q1(args, encoder: Path) -> dict:
 
     max_macs = max(df["flops"].max() for r in runs.values() for df in r.values())
     ref = (0.0, -1.05 * max_macs)  # (mIoU 0, 5% above the costliest candidate seen)
+    # Hypervolume after every 10 candidates from the end of the shared random phase: how the gap evolves.
+    checkpoints = list(range(args.random, args.random + args.mutate + 1, 10))
+    checkpoints += [] if checkpoints[-1] == args.random + args.mutate else [args.random + args.mutate]
     rows = []
     for seed, r in runs.items():
         for algo, df in r.items():
-            pts = np.stack([df["mIOU"].to_numpy(float), -df["flops"].to_numpy(float)], axis=1)
-            rows.append({"seed": seed, "algo": algo, "candidates": len(df), "best mIoU": df["mIOU"].max(),
-                         "front size": len(pareto_front(df, ["miou", "macs"])),
-                         "hypervolume": hypervolume_2d(pts, ref) / 1e9})
-    plot_fronts(runs, common.RESULTS / "study_q1_fronts.png")
+            row = {"seed": seed, "algo": algo, "candidates": len(df), "best mIoU": df["mIOU"].max(),
+                   "front size": len(pareto_front(df, ["miou", "macs"]))}
+            for k in checkpoints:
+                first = df[df["index"] < k]
+                pts = np.stack([first["mIOU"].to_numpy(float), -first["flops"].to_numpy(float)], axis=1)
+                row[f"HV after {k}"] = hypervolume_2d(pts, ref) / 1e9
+            rows.append(row)
+    plot_fronts(runs, common.RESULTS / f"{args.section}_q1_fronts.png")
     return {"rows": rows, "reference_point": {"miou": 0.0, "macs": 1.05 * max_macs}}
 
 
@@ -153,7 +159,7 @@ def q2(args, encoder: Path) -> dict:
     from scipy.stats import kendalltau
 
     tau = float(kendalltau([r["proxy mIoU"] for r in rows], [r["trained mIoU"] for r in rows]).statistic)
-    plot_scatter(rows, tau, common.RESULTS / "study_q2_proxy.png")
+    plot_scatter(rows, tau, common.RESULTS / f"{args.section}_q2_proxy.png")
     return {"rows": rows, "kendall_tau": tau}
 
 
@@ -214,6 +220,8 @@ def main() -> None:
     p.add_argument("--pretrain-epochs", type=int, default=60, help="for equal budgets in Q3 (recipe pretrain.epochs)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--only", choices=["q1", "q2", "q3"], help="stop after this part")
+    p.add_argument("--section", default="study",
+                   help="BENCHMARKS.md section and results file prefix (another one keeps the main study's)")
     args = p.parse_args()
     encoder = args.camvid_run / "pretrain" / "encoder.pth"
     if not encoder.exists():
@@ -227,25 +235,28 @@ def main() -> None:
         if args.only != "q2":
             result["q3"] = q3(args, encoder, result["q2"]["rows"])
     result["hours"] = (time.perf_counter() - started) / 3600
-    common.save_json("study_quality", result)
+    common.save_json(f"{args.section}_quality", result)
     write_markdown(result, head, args)
 
 
 def write_markdown(result: dict, head: dict, args) -> None:
     q1r = result["q1"]
-    md = ["### Search quality on CamVid (issue 7)", f"`{head['command']}` — {head['date']}  ",
+    title = "Search quality on CamVid (issue 7)" + ("" if args.section == "study" else f" — {args.section}")
+    md = [f"### {title}", f"`{head['command']}` — {head['date']}  ",
           f"Machine: {common.machine_line(head['machine'])}  ",
           f"Recipe {RECIPE.relative_to(common.ROOT)}; seeds {args.seeds}; each search {args.random} random + "
           f"{args.mutate} mutate (random search: {args.random + args.mutate} random); this session "
           f"{result['hours']:.1f} h (steps already on disk are not re-run).", "",
           "**Q1, adelaide-ea vs random search** (hypervolume in mIoU x GMACs at 180x240, reference point "
-          f"mIoU 0, {q1r['reference_point']['macs'] / 1e9:.3f} GMACs).", "",
-          common.table(q1r["rows"], list(q1r["rows"][0])), "", "![Q1 fronts](bench/results/study_q1_fronts.png)"]
+          f"mIoU 0, {q1r['reference_point']['macs'] / 1e9:.3f} GMACs; \"HV after k\" counts the first k "
+          f"candidates, the first {args.random} being the same random ones for both).", "",
+          common.table(q1r["rows"], list(q1r["rows"][0])), "",
+          f"![Q1 fronts](bench/results/{args.section}_q1_fronts.png)"]
     if "q2" in result:
         md += ["", f"**Q2, proxy fidelity**: Kendall tau = **{result['q2']['kendall_tau']:.2f}** over "
                    f"{len(result['q2']['rows'])} architectures.", "",
                common.table(result["q2"]["rows"], list(result["q2"]["rows"][0])), "",
-               "![Q2 proxy vs trained](bench/results/study_q2_proxy.png)"]
+               f"![Q2 proxy vs trained](bench/results/{args.section}_q2_proxy.png)"]
     if "q3" in result:
         md += ["", "**Q3, found models vs hand-designed** (CamVid val; latency 360x480, batch 1, "
                    f"{args.threads} threads):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0]))]
