@@ -101,7 +101,7 @@ class TrainConfig(_Section):
     loss_at: Literal["label", "logits"] = "label"  # logits: cross-entropy on the decoder's stride-4 grid
     precise_bn: bool = True  # re-estimate BN statistics after training (short trainings need it)
     cache_views: int = Field(2, ge=1)  # augmented views per image kept in the feature cache
-    cache_memory_gb: Optional[float] = Field(None, gt=0)  # above it the cache spills to disk; None: half free RAM
+    cache_memory_gb: Optional[float] = Field(None, gt=0)  # over it the cache spills to disk; None: half the free memory
     max_train_images: Optional[int] = Field(None, ge=1)  # subsample the training list (search proxy)
     max_val_images: Optional[int] = Field(None, ge=1)
     sep_repeats: Optional[int] = Field(None, ge=1)  # final training may deepen the separable ops

@@ -105,7 +105,7 @@ class CandidateEvaluator:
             gb = self.cfg.cache_memory_gb
             self._cache = FeatureCache(encoder, self.train, self.val, views=self.cfg.cache_views, device=self.device,
                                        batch_size=self.cfg.batch_size, progress=self.progress,
-                                       memory_limit=int(gb * 2**30) if gb else default_memory_limit(),
+                                       memory_limit=int(gb * 2**30) if gb else default_memory_limit(self.device),
                                        spill_dir=self.cache_dir)
         return self._cache
 

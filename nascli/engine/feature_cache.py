@@ -8,7 +8,7 @@ Training split: `views` augmented copies of every image (view v of image i is au
 derived from (seed, v, i)); epoch e of a candidate reads view e mod views. Validation: the images at
 evaluation scale, no augmentation.
 
-Large sets: when the projected size exceeds `memory_limit` bytes, the taps go to memory-mapped files in a
+Large sets: when the projected size exceeds `memory_limit` bytes, the taps go to memory-mapped files (CPU) in a
 temporary folder under `spill_dir` (the search's run directory), so the OS pages them in and out instead
 of the process running out of memory. The numbers are the same either way; the folder is removed when
 the cache is.
@@ -37,8 +37,11 @@ log = logging.getLogger(__name__)
 SPILL_PREFIX = "feature-cache-"
 
 
-def default_memory_limit() -> int | None:
-    """Half of the memory available now (None where the OS does not say)."""
+def default_memory_limit(device: torch.device | str = "cpu") -> int | None:
+    """Half of the memory free now where the cache would live: the GPU's, or RAM (None if the OS does not say)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] // 2
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE") // 2
     except (ValueError, OSError, AttributeError):
@@ -113,7 +116,7 @@ class FeatureCache:
 
     def _new(self, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         if self.spilled_to is None:
-            return torch.empty(shape, dtype=dtype)
+            return torch.empty(shape, dtype=dtype, device=self.device)  # on a GPU, the cache stays there
         path = self.spilled_to / f"{self._files}.bin"
         self._files += 1
         return torch.from_file(str(path), shared=True, size=math.prod(shape), dtype=dtype).view(shape)
