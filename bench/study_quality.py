@@ -250,7 +250,7 @@ def write_markdown(result: dict, head: dict, args) -> None:
           "**Q1, adelaide-ea vs random search** (hypervolume in mIoU x GMACs at 180x240, reference point "
           f"mIoU 0, {q1r['reference_point']['macs'] / 1e9:.3f} GMACs; \"HV after k\" counts the first k "
           f"candidates, the first {args.random} being the same random ones for both).", "",
-          common.table(q1r["rows"], list(q1r["rows"][0])), "",
+          common.table(q1r["rows"], list(q1r["rows"][0])), "", q1_verdict(q1r["rows"]), "",
           f"![Q1 fronts](bench/results/{args.section}_q1_fronts.png)"]
     if "q2" in result:
         md += ["", f"**Q2, proxy fidelity**: Kendall tau = **{result['q2']['kendall_tau']:.2f}** over "
@@ -259,9 +259,35 @@ def write_markdown(result: dict, head: dict, args) -> None:
                f"![Q2 proxy vs trained](bench/results/{args.section}_q2_proxy.png)"]
     if "q3" in result:
         md += ["", "**Q3, found models vs hand-designed** (CamVid val; latency 360x480, batch 1, "
-                   f"{args.threads} threads):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0]))]
-    common.write_section("study", "\n".join(md))
+                   f"{args.threads} threads):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0])),
+               "", q3_verdict(result["q3"]["rows"])]
+    common.write_section(args.section, "\n".join(md))
     print("\n".join(md))
+
+
+def q1_verdict(rows: list[dict]) -> str:
+    """Compare final hypervolumes seed by seed, and what each algorithm added after the shared random phase."""
+    hv = [c for c in rows[0] if c.startswith("HV after")]
+    by = {(r["seed"], r["algo"]): r for r in rows}
+    seeds = sorted({r["seed"] for r in rows})
+    wins = sum(by[s, "adelaide-ea"][hv[-1]] > by[s, "random"][hv[-1]] for s in seeds)
+    gain = {a: np.mean([by[s, a][hv[-1]] - by[s, a][hv[0]] for s in seeds]) for a in ("adelaide-ea", "random")}
+    return (f"adelaide-ea's final hypervolume is higher than random search's in {wins} of {len(seeds)} seeds; after "
+            f"the shared random phase it added {gain['adelaide-ea']:.4f} on average against random search's "
+            f"{gain['random']:.4f}.")
+
+
+def q3_verdict(rows: list[dict]) -> str:
+    """The goal: a searched model with higher mIoU than LR-ASPP-MobileNetV3 at equal or lower ORT latency."""
+    ref = next(r for r in rows if r["model"] == "lraspp_mobilenet_v3_large")
+    searched = [r for r in rows if r["model"].startswith("searched")]
+    best = max(searched, key=lambda r: r["trained mIoU"])
+    fast = [r for r in searched if r["ORT ms"] <= ref["ORT ms"]]
+    met = any(r["trained mIoU"] > ref["trained mIoU"] for r in fast)
+    return (f"Best searched model: {best['trained mIoU']:.4f} mIoU ({best['model'].split()[-1]}, {best['ORT ms']:.1f} "
+            f"ms ORT) against LR-ASPP-MobileNetV3's {ref['trained mIoU']:.4f} ({ref['ORT ms']:.1f} ms); "
+            f"{len(fast)} searched model(s) are at or under its ORT latency. Goal (higher mIoU at equal or lower "
+            f"ORT latency): **{'met' if met else 'not met'}**.")
 
 
 if __name__ == "__main__":
