@@ -25,7 +25,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
 BASELINES = ["lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "mobilenetv2_lraspp"]
-README_SECTION = "b2"
 
 
 def _best_gmacs(run, n: int, seconds: float) -> float:
