@@ -4,7 +4,8 @@ The architecture (see `resolve_source`): a zoo model (`--model`), an explicit `-
 the Pareto front (`--pick`), else the search's best candidate by mIoU. Models on nascli's MobileNetV2
 encoder start from the run's pretrained encoder (pretrain/encoder.pth, else search/encoder.pth).
 
-`train` always trains end to end: `train.mode` and `train.cache_views` (candidate settings) are not used.
+`train` always trains end to end: `train.mode`, `train.cache_views` and `train.cache_memory_gb` (candidate
+settings) are not used.
 
 Files in RUN/train/: config.yaml (the resolved recipe, also saved as RUN/recipe.yaml for the later
 steps), last.pth after every epoch, best.pth when the validation mIoU improves, and metrics.csv with one
