@@ -59,7 +59,7 @@ bench: $(CAMVID_RUN)/search/result.csv
 	$(PY) bench/b2_latency.py --run $(CAMVID_RUN)
 	$(PY) bench/b3_throughput.py --run $(CAMVID_RUN)
 
-# The search-quality study (issue 7) at the budget BENCHMARKS.md reports: about 2.2 h after the encoder.
+# The search-quality study (issue 7) at the budget BENCHMARKS.md reports: about 3.5 h after the encoder.
 study: $(CAMVID_RUN)/pretrain/encoder.pth
 	$(PY) bench/study_quality.py --camvid-run $(CAMVID_RUN) --random 10 --mutate 10 --train-epochs 5
 
