@@ -63,6 +63,12 @@ class AugmentConfig(_Section):
     cutout: float = Field(0.0, ge=0, le=1)
 
 
+def _image_size(v: tuple[int, int]) -> tuple[int, int]:
+    if min(v) < 16:
+        raise ValueError("each side must be at least 16 pixels")
+    return v
+
+
 class DataConfig(_Section):
     data_root: Optional[Path] = None
     train_list: Optional[Path] = None
@@ -80,9 +86,7 @@ class DataConfig(_Section):
     @field_validator("input_size")
     @classmethod
     def _positive(cls, v: tuple[int, int]) -> tuple[int, int]:
-        if min(v) < 16:
-            raise ValueError("each side must be at least 16 pixels")
-        return v
+        return _image_size(v)
 
 
 class TrainConfig(_Section):
@@ -119,6 +123,10 @@ class SearchConfig(_Section):
     max_retries: int = Field(50, ge=1)  # rejected or duplicate proposals per candidate before giving up
     measure_latency: bool = False
     latency_threads: int = Field(2, ge=1)
+    # What the search's latency means: eager PyTorch, or the exported model in ONNX Runtime (what `profile`
+    # and deployment use; the two can rank decoders differently), at data.input_size or at this HxW.
+    latency_runtime: Literal["torch", "onnxruntime"] = "torch"
+    latency_size: Optional[tuple[int, int]] = None
 
     @field_validator("objectives")
     @classmethod
@@ -133,6 +141,11 @@ class SearchConfig(_Section):
         if len(v) < 1 or len(set(v)) != len(v):
             raise ValueError("give one or more distinct objectives")
         return v
+
+    @field_validator("latency_size")
+    @classmethod
+    def _latency_size(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        return None if v is None else _image_size(v)
 
 
 class FastNasConfig(_Section):

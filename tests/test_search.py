@@ -253,3 +253,19 @@ def test_loop_keeps_several_evaluations_in_flight(tmp_path, demo_data, tiny_reci
     codes = [r["encoding"] for r in result.records]
     assert len(codes) == 8 and len(set(codes)) == 8
     assert [r["index"] for r in result.records] == list(range(8))  # told in index order
+
+
+def test_latency_objective_measured_by_onnxruntime_at_its_own_size(tmp_path, run_cli, tiny_recipe, data_flags):
+    run = tmp_path / "run"
+    args = ["search", "--algo", "random", "-r", str(run), "--recipe", str(tiny_recipe), *data_flags,
+            "--random-samples", "2", "--mutate-samples", "0", "--epochs", "1", "--objectives", "miou,latency",
+            "--latency-size", "48x64", "--quiet"]
+    r = run_cli(args + ["--latency-runtime", "onnxruntime"])
+    assert r.code == 0, r.stderr
+    result, _ = read_results(run)
+    assert len(result) == 2 and (result["latency_ms"] > 0).all()
+    saved = yaml.safe_load((run / "search" / "config.yaml").read_text())["search"]
+    assert saved["latency_runtime"] == "onnxruntime" and saved["latency_size"] == [48, 64]
+    # Latencies from another runtime are not comparable: resuming with it is refused.
+    r = run_cli(args + ["--latency-runtime", "torch"])
+    assert r.code == 2 and "search.latency_runtime='onnxruntime'" in r.stderr, r.stderr

@@ -23,6 +23,7 @@ FLAGS = {
     "candidate.mode": "--candidate-training", "device": "--device", "data.num_classes": "--num-classes",
     "data.data_root": "--data-root", "data.train_list": "--train-list", "data.val_list": "--val-list",
     "threads": "--threads", "search.measure_latency": "--measure-latency", "fast_nas.teacher": "--teacher",
+    "search.latency_runtime": "--latency-runtime", "search.latency_size": "--latency-size",
 }
 
 
@@ -43,8 +44,10 @@ def search(
     objectives: Annotated[Optional[str], typer.Option("--objectives", help="Comma-separated: miou plus macs, params or latency.")] = None,
     max_macs: Annotated[Optional[int], typer.Option("--max-macs", help="Reject candidates over this many MACs before training.")] = None,
     max_params: Annotated[Optional[int], typer.Option("--max-params", help="Reject candidates over this many parameters.")] = None,
-    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Reject candidates slower than this (measured, eager, --device).")] = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Reject candidates slower than this (measured on --device by --latency-runtime).")] = None,
     measure_latency: Annotated[Optional[bool], typer.Option("--measure-latency/--no-measure-latency", help="Record each candidate's latency.")] = None,
+    latency_runtime: Annotated[Optional[str], typer.Option("--latency-runtime", help="What measures latency: torch (eager, default) or onnxruntime (the exported model, as deployed).")] = None,
+    latency_size: Annotated[Optional[str], typer.Option("--latency-size", help="HxW latency is measured at (default: --input-size), e.g. 360x480.")] = None,
     candidate_training: Annotated[Optional[str], typer.Option("--candidate-training", help="cached (frozen encoder, features computed once) or full.")] = None,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="fast-nas: checkpoint of a trained model to distil from (MSE on logits).")] = None,
@@ -76,7 +79,9 @@ def search(
         "data.input_size": parse_size(input_size) if input_size else None, "seed": seed,
         "search.objectives": [o.strip() for o in objectives.split(",") if o.strip()] if objectives else None,
         "search.max_macs": max_macs, "search.max_params": max_params, "search.max_latency_ms": max_latency_ms,
-        "search.measure_latency": measure_latency, "candidate.mode": candidate_training, "device": device,
+        "search.measure_latency": measure_latency, "search.latency_runtime": latency_runtime,
+        "search.latency_size": parse_size(latency_size, "--latency-size") if latency_size else None,
+        "candidate.mode": candidate_training, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
         "data.train_list": train_list, "data.val_list": val_list, "fast_nas.teacher": teacher.resolve() if teacher else None,
     }
