@@ -76,7 +76,7 @@ class DataConfig(_Section):
     num_classes: Optional[int] = Field(None, ge=1, le=255)
     class_names: Optional[list[str]] = None
     ignore_index: int = Field(255, ge=0, le=255)
-    input_size: tuple[int, int] = (96, 96)  # training crop HxW; also where MACs and latency are measured
+    input_size: tuple[int, int] = (96, 96)  # training crop HxW; also where MACs (and by default latency) are measured
     eval_scale: float = Field(1.0, gt=0, le=4)  # images resized by this for eval; logits resized back to the label
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -333,9 +333,12 @@ def first_difference(saved: Path, recipe: Recipe, *, compare: tuple[str, ...] = 
         raise RunDirError(f"{saved} cannot be read ({type(e).__name__})",
                           hint="restore it, or start this step over in a new run directory") from None
     new = flatten(recipe.model_dump(mode="json"))
+    # A setting added since the run was saved ran at its default (new settings default to the old behaviour).
+    defaults = flatten(Recipe().model_dump(mode="json"))
     for key in sorted(set(old) | set(new)):
-        if key.startswith(compare) and not key.startswith(ignore) and old.get(key) != new.get(key):
-            return key, old.get(key), new.get(key)
+        was = old.get(key, defaults.get(key))
+        if key.startswith(compare) and not key.startswith(ignore) and was != new.get(key):
+            return key, was, new.get(key)
     return None
 
 

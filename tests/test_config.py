@@ -111,3 +111,17 @@ def test_fast_nas_recipe_documents_exactly_the_defaults():
     path = Path(__file__).parents[1] / "recipes" / "fast_nas.yml"
     shipped = build_recipe([(str(path), read_yaml(path))])
     assert shipped.fast_nas == FastNasConfig() and shipped.search.algo == "fast-nas"
+
+
+def test_a_setting_added_since_a_run_was_saved_counts_as_its_default(tmp_path):
+    import yaml
+
+    from nascli.config import first_difference
+
+    saved = Recipe().model_dump(mode="json")
+    del saved["search"]["latency_runtime"]  # a run saved before this setting existed
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(saved))
+    assert first_difference(path, Recipe(), compare=("search.",)) is None
+    changed = build_recipe([("r.yml", {"search": {"latency_runtime": "onnxruntime"}})])
+    assert first_difference(path, changed, compare=("search.",)) == ("search.latency_runtime", "torch", "onnxruntime")
