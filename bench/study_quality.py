@@ -223,8 +223,7 @@ def q3_scratch(args, rows: list[dict]) -> list[dict]:
     LR-ASPP-MobileNetV3's ORT latency train from random weights for as many epochs as LR-ASPP-MobileNetV3 got
     (which trained from scratch in Q3 already). Latency and cost are the Q3 rows' (same architectures).
     """
-    ref = next(r for r in rows if r["model"] == "lraspp_mobilenet_v3_large")
-    fast = [r for r in rows if r["model"].startswith("searched") and r["ORT ms"] <= ref["ORT ms"]]
+    ref, fast = reference_and_fast(rows)
     fast = sorted(fast, key=lambda r: -r["trained mIoU"])[:args.scratch_models]
     out = [dict(ref)]
     for r in [next(r for r in rows if r["model"] == "mobilenetv2_lraspp"), *fast]:
@@ -313,12 +312,16 @@ def q1_verdict(rows: list[dict]) -> str:
             f"{gain['random']:.4f}.")
 
 
+def reference_and_fast(rows: list[dict]) -> tuple[dict, list[dict]]:
+    """LR-ASPP-MobileNetV3's row, and the searched models' rows at or under its ORT latency."""
+    ref = next(r for r in rows if r["model"] == "lraspp_mobilenet_v3_large")
+    return ref, [r for r in rows if r["model"].startswith("searched") and r["ORT ms"] <= ref["ORT ms"]]
+
+
 def q3_verdict(rows: list[dict]) -> str:
     """The goal: a searched model with higher mIoU than LR-ASPP-MobileNetV3 at equal or lower ORT latency."""
-    ref = next(r for r in rows if r["model"] == "lraspp_mobilenet_v3_large")
-    searched = [r for r in rows if r["model"].startswith("searched")]
-    best = max(searched, key=lambda r: r["trained mIoU"])
-    fast = [r for r in searched if r["ORT ms"] <= ref["ORT ms"]]
+    ref, fast = reference_and_fast(rows)
+    best = max((r for r in rows if r["model"].startswith("searched")), key=lambda r: r["trained mIoU"])
     met = any(r["trained mIoU"] > ref["trained mIoU"] for r in fast)
     return (f"Best searched model: {best['trained mIoU']:.4f} mIoU ({best['model'].split()[-1]}, {best['ORT ms']:.1f} "
             f"ms ORT) against LR-ASPP-MobileNetV3's {ref['trained mIoU']:.4f} ({ref['ORT ms']:.1f} ms); "
