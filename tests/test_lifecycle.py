@@ -166,7 +166,7 @@ def test_pretrain_on_an_imagefolder(tmp_path, run_cli, demo_data, lc_recipe):
 
     folder = tmp_path / "folder"
     lines = (demo_data / "train.txt").read_text().split("\n")
-    for i, line in enumerate(l for l in lines if l.strip() and not l.startswith("#")):
+    for i, line in enumerate(x for x in lines if x.strip() and not x.startswith("#")):
         if i >= 8:
             break
         (folder / f"class{i % 2}").mkdir(parents=True, exist_ok=True)

@@ -264,6 +264,9 @@ def test_latency_objective_measured_by_onnxruntime_at_its_own_size(tmp_path, run
     assert r.code == 0, r.stderr
     result, _ = read_results(run)
     assert len(result) == 2 and (result["latency_ms"] > 0).all()
+    # Each row says what its latency means (input_size stays the size its MACs were counted at).
+    assert set(result["latency_runtime"]) == {"onnxruntime"} and set(result["latency_size"]) == {"48x64"}
+    assert set(result["input_size"]) != {"48x64"}
     saved = yaml.safe_load((run / "search" / "config.yaml").read_text())["search"]
     assert saved["latency_runtime"] == "onnxruntime" and saved["latency_size"] == [48, 64]
     # Latencies from another runtime are not comparable: resuming with it is refused.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from nascli.zoo.backbones import MobileNetV2Encoder
 from nascli.zoo.ops import OPS
 from nascli.zoo.registry import MODELS, create_model
 
-ALL_OPS = list(OPS)  # 8 ops, including conv3x3_dil12
+ALL_OPS = list(OPS)  # 9 ops, including conv3x3_dil12 and conv1x1_gate
 
 
 def _kwargs(name: str, num_classes: int = 3) -> dict:
@@ -143,9 +144,44 @@ def test_ops_keep_shape_and_follow_their_structure():
         assert op(torch.randn(1, 8, 29, 31)).shape == (1, 8, 29, 31), name
         convs = [m for m in op.modules() if isinstance(m, nn.Conv2d)]
         assert all(c.bias is None for c in convs), name
-        assert isinstance(list(op.modules())[-1], nn.ReLU), name
+        if name != "conv1x1_gate":
+            assert isinstance(list(op.modules())[-1], nn.ReLU), name
     dil = [m for m in OPS["sep_conv_5x5_dil6"](8, 1).modules() if isinstance(m, nn.Conv2d)][0]
     assert (dil.kernel_size, dil.dilation, dil.padding) == ((5, 5), (6, 6), (12, 12))
+
+
+def test_gate_op_scales_its_conv_by_global_context():
+    torch.manual_seed(0)
+    op = OPS["conv1x1_gate"](4, 1).eval()
+    x = torch.randn(1, 4, 16, 16)
+    with torch.no_grad():
+        y = op(x)
+        gate = torch.sigmoid(op.gate[1](x.mean((2, 3), keepdim=True)))
+        assert torch.allclose(y, op.conv(x) * gate)
+        # A pixel far away changes the output here: the only op whose receptive field is the whole image.
+        x2 = x.clone()
+        x2[..., 15, 15] += 10
+        assert not torch.allclose(op(x2)[..., 0, 0], y[..., 0, 0])
+
+
+def test_gate_op_exports_and_matches_in_onnxruntime():
+    import onnxruntime as ort
+
+    from nascli.export.onnx import export_bytes
+    from nascli.zoo.ops import GlobalContextGate
+
+    ops = [*DEFAULT_OPS, "conv1x1_gate"]
+    rng = random.Random(0)
+    while True:  # a sampled code that uses the gate
+        model = build_adelaide(encoding=AdelaideSpace(ops).sample(rng), num_classes=3, op_names=ops, agg_size=8)
+        if any(isinstance(m, GlobalContextGate) for m in model.modules()):
+            break
+    model.eval()
+    x = torch.randn(1, 3, 64, 96)
+    sess = ort.InferenceSession(export_bytes(model, (64, 96)), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    with torch.no_grad():
+        assert np.abs(got - model(x).numpy()).max() < 1e-4
 
 
 @pytest.mark.parametrize("k, dilation, size", [(5, 6, (45, 60)), (3, 3, (17, 23)), (3, 12, (20, 13)), (3, 1, (9, 9))])

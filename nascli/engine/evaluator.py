@@ -94,9 +94,10 @@ class CandidateEvaluator:
         search = self.recipe.search
         if search.measure_latency or search.max_latency_ms or "latency" in search.objectives:
             measure = onnxruntime_latency if search.latency_runtime == "onnxruntime" else torch_latency
-            lat = measure(model, tuple(search.latency_size or size), device=str(self.device),
-                          threads=search.latency_threads, warmup=3, runs=10)
-            out["latency_ms"] = round(lat["median_ms"], 3)
+            at = tuple(search.latency_size or size)
+            lat = measure(model, at, device=str(self.device), threads=search.latency_threads, warmup=3, runs=10)
+            out.update(latency_ms=round(lat["median_ms"], 3), latency_runtime=search.latency_runtime,
+                       latency_size=size_str(at))
         return out
 
     # --- training --------------------------------------------------------------------------------

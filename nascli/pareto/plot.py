@@ -31,10 +31,11 @@ AXES: dict[str, tuple[str, float]] = {
 }
 
 
-def axis_label(name: str, input_size: str | None = None) -> str:
+def axis_label(name: str, input_size: str | None = None, latency_at: str | None = None) -> str:
     label = AXES[name][0]
-    if name in ("macs", "flops", "latency") and input_size:
-        label += f" at {input_size}"
+    at = (latency_at or input_size) if name == "latency" else input_size if name in ("macs", "flops") else None
+    if at:
+        label += f" at {at}"
     return label + (" - higher is better" if OBJECTIVES[name][1] > 0 else " - lower is better")
 
 
@@ -44,7 +45,7 @@ def values(table: pd.DataFrame, name: str) -> np.ndarray:
 
 
 def plot_front(table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[str], *,
-               title: str | None = None, input_size: str | None = None) -> bytes:
+               title: str | None = None, input_size: str | None = None, latency_at: str | None = None) -> bytes:
     """A PNG of `front` over all rows of `table`; y is objectives[0], x is objectives[1] (or the candidate
     index with one objective). Further objectives are not drawn (the title says so)."""
     y_name = objectives[0]
@@ -68,8 +69,8 @@ def plot_front(table: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[st
         for i, (x, y) in enumerate(zip(fx, fy)):
             ax.annotate(f"#{i} {front['encoding'].iloc[i]}", (x, y), xytext=(5, 4), textcoords="offset points",
                         fontsize=7, family="monospace", zorder=5)
-        ax.set_xlabel(axis_label(x_name, input_size) if x_name else "candidate index (search order)")
-        ax.set_ylabel(axis_label(y_name, input_size))
+        ax.set_xlabel(axis_label(x_name, input_size, latency_at) if x_name else "candidate index (search order)")
+        ax.set_ylabel(axis_label(y_name, input_size, latency_at))
         ax.grid(True, color="0.9", zorder=1)
         ax.margins(x=0.08, y=0.08)
         ax.legend(loc="best", fontsize=8)

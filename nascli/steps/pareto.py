@@ -70,8 +70,8 @@ def run(recipe: Recipe, run_dir: RunDir, *, objectives: list[str] | None = None,
     if len(objectives) > 2:
         log.warning("the plot shows %s vs %s only; the front (and pareto.csv) uses all %d objectives",
                     objectives[0], objectives[1], len(objectives))
-    sizes = table["input_size"].dropna().astype(str).unique() if "input_size" in table else []
-    png = plot_front(table, front, objectives, input_size=sizes[0] if len(sizes) == 1 else None)
+    png = plot_front(table, front, objectives, input_size=only_value(table, "input_size"),
+                     latency_at=latency_setting(table))
     pdir = run_dir.sub("pareto")
     csv_path, png_path = pdir / "pareto.csv", pdir / "pareto.png"
     with run_dir.step("pareto", interrupted="pareto interrupted") as done:
@@ -79,6 +79,19 @@ def run(recipe: Recipe, run_dir: RunDir, *, objectives: list[str] | None = None,
         atomic_write(png_path, lambda f: f.write(png))
         done.update(objectives=objectives, front=len(front), candidates=len(table))
     return ParetoResult(run_dir.path, objectives, table, front, csv_path, png_path, source)
+
+
+def only_value(table: pd.DataFrame, column: str) -> str | None:
+    """The column's value when all rows share one (an axis label may then name it), else None."""
+    values = table[column].dropna().astype(str).unique() if column in table else []
+    return values[0] if len(values) == 1 else None
+
+
+def latency_setting(table: pd.DataFrame) -> str | None:
+    """'360x480, onnxruntime' when the search measured latency at its own size or runtime (older results
+    have neither column: their latency was eager PyTorch at input_size)."""
+    size, runtime = only_value(table, "latency_size"), only_value(table, "latency_runtime")
+    return ", ".join(v for v in (size, runtime) if v) or None
 
 
 def _check_columns(table: pd.DataFrame, objectives: list[str], source: Path) -> None:

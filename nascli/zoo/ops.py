@@ -1,7 +1,7 @@
 """The decoder operator vocabulary (SPEC 3.1): name -> constructor(channels, sep_repeats).
 
 Every op keeps channels and spatial size (stride 1). Convs have no bias (BN follows), BN is affine,
-and there is no ReLU before an op; each ends in BN -> ReLU.
+and there is no ReLU before an op; each ends in BN -> ReLU (conv1x1_gate then scales by a gate in 0..1).
 """
 
 from __future__ import annotations
@@ -62,6 +62,20 @@ def sep_conv(c: int, k: int, dilation: int = 1, repeats: int = 1) -> nn.Sequenti
     return nn.Sequential(*layers)
 
 
+class GlobalContextGate(nn.Module):
+    """conv 1x1 -> BN -> ReLU, scaled per channel by sigmoid(conv 1x1 of the global average pool): the
+    context branch of LR-ASPP (Howard et al., ICCV 2019). Not in SPEC's list: no other op sees past its
+    receptive field, and the hand-designed head it comes from is what searched decoders are judged against."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = conv_bn_relu(c, c, 1)
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(c, c, 1, bias=False), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x) * self.gate(x)
+
+
 OpBuilder = Callable[[int, int], nn.Module]
 
 OPS: dict[str, OpBuilder] = {
@@ -73,6 +87,7 @@ OPS: dict[str, OpBuilder] = {
     "sep_conv_5x5": lambda c, r: sep_conv(c, 5, 1, r),
     "sep_conv_3x3_dil3": lambda c, r: sep_conv(c, 3, 3, r),
     "sep_conv_5x5_dil6": lambda c, r: sep_conv(c, 5, 6, r),
+    "conv1x1_gate": lambda c, r: GlobalContextGate(c),
 }
 
 
