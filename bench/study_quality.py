@@ -136,16 +136,17 @@ def spread(df: pd.DataFrame, k: int) -> pd.DataFrame:
     return pool.iloc[idx]
 
 
-def train(run: Path, encoder: Path, epochs: int, *, encoding: str | None = None, model: str | None = None) -> dict:
+def train(run: Path, encoder: Path, epochs: int, *, encoding: str | None = None, model: str | None = None,
+          recipe: Path = RECIPE) -> dict:
     status = run / "status" / "train.json"
     if not (status.exists() and json.loads(status.read_text()).get("state") == "done"):
         log(f"train {encoding or model} -> {run}")
-        args = ["train", "-r", run, "--recipe", RECIPE, "--epochs", epochs, "--quiet"]
-        args += ["--encoding", encoding] if encoding else ["--model", model]
-        if encoder is not None:
-            args += ["--encoder", encoder]
-        resume = (run / "train" / "last.pth").exists()
-        common.nascli(*args, *(["--resume"] if resume else []))
+        if (run / "train" / "last.pth").exists():  # a stopped training: its run holds the settings
+            common.nascli("train", "-r", run, "--resume", "--quiet")
+        else:
+            args = ["train", "-r", run, "--recipe", recipe, "--epochs", epochs, "--quiet"]
+            args += ["--encoding", encoding] if encoding else ["--model", model]
+            common.nascli(*args, *(["--encoder", encoder] if encoder is not None else []))
     metrics = pd.read_csv(run / "train" / "metrics.csv")
     return {"trained mIoU": float(metrics["val_miou"].max()), "epochs": int(metrics["epoch"].max())}
 

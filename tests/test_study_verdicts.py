@@ -63,3 +63,40 @@ def test_q1_verdict_counts_seeds_won_and_gain_after_the_random_phase(study):
                              (1, "random", 0.24)]]
     line = study.q1_verdict(rows)
     assert "1 of 2 seeds" in line and "added 0.0150" in line and "random search's 0.0250" in line
+
+
+def test_a_stopped_training_resumes_from_its_run_alone(study, monkeypatch, tmp_path):
+    calls = []
+    monkeypatch.setattr(study.common, "nascli", lambda *args: calls.append(args))
+    run = tmp_path / "run"
+    (run / "train").mkdir(parents=True)
+    (run / "train" / "metrics.csv").write_text("epoch,val_miou\n1,0.2\n2,0.3\n")
+    study.train(run, None, 65, encoding="_1004033116544233325")
+    assert calls[-1][:2] == ("train", "-r") and "--encoding" in calls[-1]
+    # `train --resume` refuses --encoding/--model: a stopped run carries its own settings.
+    (run / "train" / "last.pth").write_bytes(b"")
+    assert study.train(run, None, 65, encoding="_1004033116544233325") == {"trained mIoU": 0.3, "epochs": 2}
+    assert calls[-1] == ("train", "-r", run, "--resume", "--quiet")
+
+
+def test_latency_search_picks_the_best_front_member_within_the_margin_and_keeps_the_pick(monkeypatch, tmp_path):
+    sys.path.insert(0, str(BENCH))
+    try:
+        import study_q3_latency as q3l
+    finally:
+        sys.path.remove(str(BENCH))
+    from nascli.config import DEFAULT_OPS
+
+    space = {"op_names": [*DEFAULT_OPS, "conv1x1_gate"], "agg_size": 32}
+    (tmp_path / "search").mkdir()
+    (tmp_path / "search" / "pareto_front.csv").write_text(
+        "encoding,mIOU,latency_ms\n_2003410200514113330,0.41,29.8\n_1004033116544233325,0.39,20.9\n")
+    timings = {"lraspp_mobilenet_v3_large": 30.0, "_2003410200514113330": 33.5, "_1004033116544233325": 24.0}
+    monkeypatch.setattr(q3l, "retime", lambda front, space, threads: dict(timings))
+    out = q3l.pick(tmp_path, space, 2)
+    assert out["pick"] == "_1004033116544233325"  # the better one is 1.12x LR-ASPP's latency: over 1.10
+    assert [r["taps read"] for r in out["front"]] == ["0,1,3", "2,3"]
+    timings["_2003410200514113330"] = 32.0  # a rerun measures differently, but keeps the first pick
+    assert q3l.pick(tmp_path, space, 2)["pick"] == "_1004033116544233325"
+    (tmp_path / "q3_pick.json").unlink()
+    assert q3l.pick(tmp_path, space, 2)["pick"] == "_2003410200514113330"

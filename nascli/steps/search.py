@@ -56,8 +56,9 @@ from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict
 log = logging.getLogger(__name__)
 
 COLUMNS = ["index", "encoding", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
-           "latency_ms", "latency_runtime", "latency_size", "fwIOU", "mean_acc", "pixel_acc", "reward", "reward_stage1",
-           "stage", "stop_prob", "logp", "repeats", "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
+           "latency_ms", "latency_runtime", "latency_size", "fwIOU", "mean_acc", "pixel_acc", "reward",
+           "reward_stage1", "stage", "stop_prob", "logp", "repeats", "epochs", "mode", "train_seconds", "seconds",
+           "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
 # What a candidate's numbers depend on: a resumed search must match these. The budget, how the search
 # runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
