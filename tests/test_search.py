@@ -272,3 +272,25 @@ def test_latency_objective_measured_by_onnxruntime_at_its_own_size(tmp_path, run
     # Latencies from another runtime are not comparable: resuming with it is refused.
     r = run_cli(args + ["--latency-runtime", "torch"])
     assert r.code == 2 and "search.latency_runtime='onnxruntime'" in r.stderr, r.stderr
+
+
+def test_resuming_with_another_encoder_is_refused(tmp_path, run_cli, tiny_recipe, data_flags):
+    from nascli.engine.checkpoint import save_checkpoint
+    from nascli.zoo.backbones import MobileNetV2Encoder
+
+    encoders = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        path = tmp_path / f"encoder{seed}.pth"
+        save_checkpoint(path, {"model": {"name": "encoder", "kwargs": {"backbone": "mobilenet_v2"}},
+                               "state_dict": MobileNetV2Encoder().state_dict(), "meta": {"source": f"seed {seed}"}})
+        encoders.append(path)
+    run = tmp_path / "run"
+    args = ["search", "--algo", "random", "-r", str(run), "--recipe", str(tiny_recipe), *data_flags,
+            "--random-samples", "1", "--mutate-samples", "0", "--epochs", "1", "--quiet"]
+    assert run_cli(args + ["--encoder", str(encoders[0])]).code == 0
+    r = run_cli(args + ["--random-samples", "2", "--encoder", str(encoders[1])])
+    assert r.code == 2 and "option --encoder" in r.stderr and "another encoder" in r.stderr, r.stderr
+    assert len(read_results(run)[0]) == 1  # nothing was evaluated with the other encoder
+    r = run_cli(args + ["--random-samples", "2", "--encoder", str(encoders[0])])
+    assert r.code == 0 and len(read_results(run)[0]) == 2, r.stderr

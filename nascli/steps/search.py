@@ -144,6 +144,8 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     sdir = run_dir.sub("search")
     _check_resumable(sdir / "config.yaml", recipe)
     _check_state_files(sdir)
+    if encoder_weights is not None:
+        _check_same_encoder(sdir / "encoder.pth", Path(encoder_weights))
 
     def interrupted() -> tuple[str, str]:
         done = len(read_jsonl(sdir / "records.jsonl"))
@@ -166,6 +168,19 @@ def _check_state_files(sdir: Path) -> None:
         load_checkpoint_state(sdir / "strategy.pt")
     if (sdir / "encoder.pth").exists():
         load_checkpoint(sdir / "encoder.pth")
+
+
+def _check_same_encoder(saved: Path, given: Path) -> None:
+    """A resumed search keeps the encoder its candidates were trained on: another one given is refused, not
+    silently ignored (its candidates' numbers would not be comparable)."""
+    if not saved.exists():
+        return
+    ckpt = load_checkpoint(saved)
+    old, new = ckpt["state_dict"], encoder_state_dict(load_checkpoint(given)["state_dict"])
+    if old.keys() != new.keys() or any(not torch.equal(old[k], new[k]) for k in old):
+        raise UsageError(f"option --encoder: {saved.parent} holds a search whose candidates used another encoder "
+                         f"({ckpt['meta'].get('source', 'unknown source')}), not {given}",
+                         hint="drop --encoder to resume with the search's own, or use a new --run-dir")
 
 
 def _encoder_source(run_dir: RunDir, explicit: Path | None) -> Path | None:
