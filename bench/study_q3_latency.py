@@ -174,8 +174,7 @@ def main() -> None:
         scratch = args.out / "q3_scratch" / chosen["pick"]
         t = study.train(scratch, None, args.epochs, encoding=chosen["pick"], recipe=recipe)
         rows.append({"model": f"searched {chosen['pick']}", **t, "run": scratch})
-    for r in rows:
-        prof = study.profile(r.pop("run"), args.threads)
+    for r, prof in zip(rows, study.profile([r.pop("run") for r in rows], args.threads)):
         r.update({"params (M)": prof["params"] / 1e6, "GMACs @360x480": prof["macs"] / 1e9,
                   "eager ms": prof["eager_ms"], "ORT ms": prof["ort_ms"]})
     result = {**head, "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -206,7 +205,7 @@ def write_markdown(result: dict, head: dict, args) -> None:
            f"{LATENCY_MARGIN:.2f}x LR-ASPP's re-timed latency." if chosen["pick"] else
            f"No candidate is within {LATENCY_MARGIN:.2f}x LR-ASPP's latency: nothing to train."), "",
           "Side by side (every model from random weights for the same epochs; latency 360x480, batch 1, "
-          f"{args.threads} threads, median of {study.PROFILE_REPEATS} `nascli profile` runs):", "",
+          f"{args.threads} threads, median of {study.PROFILE_REPEATS} `nascli profile` runs taken round-robin):", "",
           common.table(rows, list(rows[0]))]
     if chosen["pick"]:
         md += ["", study.q3_verdict(rows)]

@@ -187,14 +187,18 @@ def plot_scatter(rows: list[dict], tau: float, path: Path) -> None:
 PROFILE_REPEATS = 3  # this machine's speed drifts 10-20% between runs: the median of 3 profiles
 
 
-def profile(run: Path, threads: int) -> dict:
-    """Params, MACs, and the median over PROFILE_REPEATS `nascli profile` runs of eager and ORT median ms."""
-    outs = [json.loads(common.nascli("profile", "-r", run, "--checkpoint", run / "train" / "best.pth", "--input-size",
-                                     "360x480", "--threads", threads, "--min-seconds", 5, "--json", "--quiet").stdout)
-            for _ in range(PROFILE_REPEATS)]
-    return {"params": outs[0]["params"], "macs": outs[0]["macs"],
-            "eager_ms": float(np.median([o["eager"]["median_ms"] for o in outs])),
-            "ort_ms": float(np.median([o["onnxruntime"]["median_ms"] for o in outs]))}
+def profile(runs: list[Path], threads: int) -> list[dict]:
+    """Params, MACs, and the median over PROFILE_REPEATS `nascli profile` runs of eager and ORT median ms, the
+    models taken in turn (round-robin) so that the machine's drift over minutes falls on all of them alike."""
+    outs: list[list[dict]] = [[] for _ in runs]
+    for _ in range(PROFILE_REPEATS):
+        for run, out in zip(runs, outs):
+            out.append(json.loads(common.nascli("profile", "-r", run, "--checkpoint", run / "train" / "best.pth",
+                                                "--input-size", "360x480", "--threads", threads, "--min-seconds", 5,
+                                                "--json", "--quiet").stdout))
+    return [{"params": o[0]["params"], "macs": o[0]["macs"],
+             "eager_ms": float(np.median([x["eager"]["median_ms"] for x in o])),
+             "ort_ms": float(np.median([x["onnxruntime"]["median_ms"] for x in o]))} for o in outs]
 
 
 def q3(args, encoder: Path, q2_rows: list[dict]) -> dict:
@@ -209,8 +213,7 @@ def q3(args, encoder: Path, q2_rows: list[dict]) -> dict:
     for r in q2_rows:
         rows.append({"model": f"searched {r['encoding']}", "trained mIoU": r["trained mIoU"], "epochs": r["epochs"],
                      "run": args.out / "q2" / r["encoding"]})
-    for r in rows:
-        p = profile(r.pop("run"), args.threads)
+    for r, p in zip(rows, profile([r.pop("run") for r in rows], args.threads)):
         r.update({"params (M)": p["params"] / 1e6, "GMACs @360x480": p["macs"] / 1e9,
                   "eager ms": p["eager_ms"], "ORT ms": p["ort_ms"]})
     return {"rows": rows, "scratch": q3_scratch(args, rows)}
@@ -289,8 +292,8 @@ def write_markdown(result: dict, head: dict, args) -> None:
                f"![Q2 proxy vs trained](bench/results/{args.section}_q2_proxy.png)"]
     if "q3" in result:
         md += ["", "**Q3, found models vs hand-designed** (CamVid val; latency 360x480, batch 1, "
-                   f"{args.threads} threads, median of {PROFILE_REPEATS} `nascli profile` runs of >= 50 runs and "
-                   ">= 5 s each):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0])),
+                   f"{args.threads} threads, median of {PROFILE_REPEATS} `nascli profile` runs (taken round-robin) "
+                   "of >= 50 runs and >= 5 s each):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0])),
                "", q3_verdict(result["q3"]["rows"])]
         scratch = result["q3"]["scratch"]
         md += ["", "**Q3 on equal footing** (no pretrained encoder for anyone: every model below trained from "

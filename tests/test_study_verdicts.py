@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from argparse import Namespace
 from pathlib import Path
@@ -77,6 +78,22 @@ def test_a_stopped_training_resumes_from_its_run_alone(study, monkeypatch, tmp_p
     (run / "train" / "last.pth").write_bytes(b"")
     assert study.train(run, None, 65, encoding="_1004033116544233325") == {"trained mIoU": 0.3, "epochs": 2}
     assert calls[-1] == ("train", "-r", run, "--resume", "--quiet")
+
+
+def test_profiles_are_taken_round_robin_and_summarised_by_their_median(study, monkeypatch):
+    order, ort = [], {"a": iter([20.0, 30.0, 22.0]), "b": iter([19.0, 18.0, 40.0])}
+
+    def fake_nascli(*args):
+        name = args[2].name
+        order.append(name)
+        ms = next(ort[name])
+        return Namespace(stdout=json.dumps({"params": 1, "macs": 2, "eager": {"median_ms": 2 * ms},
+                                            "onnxruntime": {"median_ms": ms}}))
+
+    monkeypatch.setattr(study.common, "nascli", fake_nascli)
+    out = study.profile([Path("a"), Path("b")], 2)
+    assert order == ["a", "b"] * study.PROFILE_REPEATS  # drift over minutes falls on both alike
+    assert [o["ort_ms"] for o in out] == [22.0, 19.0] and out[1]["eager_ms"] == 38.0
 
 
 def test_latency_search_retimes_every_candidate_and_keeps_its_pick(monkeypatch, tmp_path):
