@@ -59,8 +59,8 @@ bench: $(CAMVID_RUN)/search/result.csv
 	$(PY) bench/b2_latency.py --run $(CAMVID_RUN)
 	$(PY) bench/b3_throughput.py --run $(CAMVID_RUN)
 
-# The search-quality study (issue 7) at the budget BENCHMARKS.md reports: about 4.5 h after the encoder
-# (the main study 3.5 h, then Q3 searched against ONNX Runtime latency about 1.2 h).
+# The search-quality study (issue 7) at the budget BENCHMARKS.md reports: about 4.8 h after the encoder
+# (the main study 3.5 h, then Q3 searched against ONNX Runtime latency about 1.3 h).
 study: $(CAMVID_RUN)/pretrain/encoder.pth
 	$(PY) bench/study_quality.py --camvid-run $(CAMVID_RUN) --random 10 --mutate 10 --train-epochs 5
 	$(PY) bench/study_q3_latency.py --camvid-run $(CAMVID_RUN)

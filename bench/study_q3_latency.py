@@ -20,7 +20,7 @@ models that read a stride-4 or -8 tap are slower in ONNX Runtime than LR-ASPP. H
 Steps whose outputs exist are skipped (the pick and its timings are kept in the search run), so a rerun
 only re-profiles. Needs the main study's Q3 (`make study`) first.
 
-    python bench/study_q3_latency.py                    # about 1.2 h on 2 cores after the main study
+    python bench/study_q3_latency.py                    # about 1.3 h on 2 cores after the main study
 """
 
 from __future__ import annotations
