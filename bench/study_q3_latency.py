@@ -9,8 +9,8 @@ models that read a stride-4 or -8 tap are slower in ONNX Runtime than LR-ASPP. H
    gate (`conv1x1_gate`) added to the op list, so the space holds the one thing LR-ASPP's head has that
    SPEC's ops lack;
 2. every candidate the search evaluated re-timed in one process, each right after LR-ASPP-MobileNetV3
-   (the search's 10-run figures are taken minutes apart on a machine whose speed drifts: one model
-   measured 32 ms in the search and 20 ms on a quiet machine, so the search's own front is unreliable);
+   (the search's 10-run figures are taken minutes apart on a machine whose speed drifts: the model picked
+   here measured 32 ms in the search, 20-28 ms in later sittings, so the search's own front is unreliable);
 3. the candidate with the best search mIoU within LATENCY_MARGIN of LR-ASPP's re-timed latency (a member
    of the re-timed front) trained from random weights for pretrain + train epochs (the rule of
    study_quality's q3_scratch, with a margin: the machine's run-to-run noise is larger than 10%);
@@ -68,7 +68,7 @@ def retime(encodings: list[str], space: dict, threads: int, rounds: int = 3, run
     """ORT latency of each candidate relative to LR-ASPP-MobileNetV3 timed right before it, in this process.
 
     The search's 10-run figures are taken minutes apart on a machine whose speed drifts (the same model
-    measured 20 and 32 ms), so each candidate is compared with the reference beside it: the median over
+    measured 20 to 32 ms), so each candidate is compared with the reference beside it: the median over
     `rounds` of the ratio of the two medians, and LR-ASPP's own median over all its timings.
     """
     import torch
