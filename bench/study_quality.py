@@ -293,7 +293,8 @@ def write_markdown(result: dict, head: dict, args) -> None:
     if "q3" in result:
         md += ["", "**Q3, found models vs hand-designed** (CamVid val; latency 360x480, batch 1, "
                    f"{args.threads} threads, median of {PROFILE_REPEATS} `nascli profile` runs (taken round-robin) "
-                   "of >= 50 runs and >= 5 s each):", "", common.table(result["q3"]["rows"], list(result["q3"]["rows"][0])),
+                   "of >= 50 runs and >= 5 s each):", "",
+               common.table(result["q3"]["rows"], list(result["q3"]["rows"][0])),
                "", q3_verdict(result["q3"]["rows"])]
         scratch = result["q3"]["scratch"]
         md += ["", "**Q3 on equal footing** (no pretrained encoder for anyone: every model below trained from "
