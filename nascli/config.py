@@ -124,8 +124,9 @@ class SearchConfig(_Section):
     measure_latency: bool = False
     latency_threads: int = Field(2, ge=1)
     # What the search's latency means: eager PyTorch, or the exported model in ONNX Runtime (what `profile`
-    # and deployment use; the two can rank decoders differently), at data.input_size or at this HxW.
-    latency_runtime: Literal["torch", "onnxruntime"] = "torch"
+    # and deployment use; the two can rank decoders differently), fp32 or int8 (`export --int8`'s QDQ
+    # model), at data.input_size or at this HxW.
+    latency_runtime: Literal["torch", "onnxruntime", "onnxruntime-int8"] = "torch"
     latency_size: Optional[tuple[int, int]] = None
 
     @field_validator("objectives")

@@ -18,6 +18,7 @@ def eval_cmd(
     run_dir: options.RunDir = Path("runs/default"),
     checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (.pth) or an ONNX model (.onnx); default RUN/train/best.pth.")] = None,
     onnx: Annotated[bool, typer.Option("--onnx", help="Evaluate the exported RUN/export/model.onnx with onnxruntime.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="With --onnx: the int8 RUN/export/model.int8.onnx that `export --int8` wrote.")] = False,
     list_file: Annotated[Optional[Path], typer.Option("--list", "-l", help="List file of `IMAGE MASK` pairs (default: the run's validation list).")] = None,
     data_root: options.DataRoot = None,
     recipe: options.Recipe = None,
@@ -37,6 +38,7 @@ def eval_cmd(
     \b
       nascli eval -r runs/demo
       nascli eval -r runs/demo --onnx
+      nascli eval -r runs/demo --onnx --int8
       nascli eval -r runs/demo --checkpoint runs/demo/train/last.pth --list data/demo/val.txt --json
     """
     from nascli.steps import common
@@ -46,10 +48,13 @@ def eval_cmd(
     if onnx and checkpoint is not None:
         raise UsageError("options --onnx and --checkpoint both choose the model",
                          hint="--onnx means RUN/export/model.onnx; for another ONNX file use --checkpoint FILE.onnx")
+    if int8 and not onnx:
+        raise UsageError("option --int8 needs --onnx", hint="nascli eval -r RUN --onnx --int8")
     values = {"data.data_root": data_root, "device": device, "threads": threads}
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, values, FLAGS)
-    result = step.run(cfg, run, checkpoint=checkpoint, onnx=onnx, list_file=list_file, batch_size=batch_size)
+    result = step.run(cfg, run, checkpoint=checkpoint, onnx=onnx, list_file=list_file, batch_size=batch_size,
+                      int8=int8)
     m = result.metrics
     if json_out:
         console.print_json({"run_dir": str(result.run_dir), **result.doc, "out_dir": str(result.out_dir)})

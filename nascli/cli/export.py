@@ -11,7 +11,7 @@ from nascli.cli import console, options
 from nascli.config import parse_size
 from nascli.rundir import RunDir
 
-FLAGS = {"threads": "--threads"}
+FLAGS = {"threads": "--threads", "seed": "--seed", "data.data_root": "--data-root", "data.train_list": "--train-list"}
 
 
 def export(
@@ -22,6 +22,14 @@ def export(
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (11..20).")] = 17,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch, height and width (default: fixed at --input-size).")] = False,
     tolerance: Annotated[float, typer.Option("--tolerance", help="Largest allowed |onnxruntime - PyTorch| logit difference.")] = 1e-3,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx: ONNX Runtime static quantization (QDQ, per-channel int8 weights).")] = False,
+    calibration_images: Annotated[int, typer.Option("--calibration-images", help="--int8: training images to calibrate on (a --seed'ed sample of the run's training list, or --calibration-list; preprocessed as eval does).")] = 64,
+    calibration_method: Annotated[str, typer.Option("--calibration-method", help="--int8: minmax, entropy or percentile.")] = "minmax",
+    calibration_list: Annotated[Optional[Path], typer.Option("--calibration-list", help="--int8: a list file to calibrate on (default: the training list).")] = None,
+    keep_fp32: Annotated[Optional[list[str]], typer.Option("--int8-keep-fp32", help="--int8: an ONNX node to leave in fp32 (repeatable).")] = None,
+    data_root: options.DataRoot = None,
+    train_list: options.TrainList = None,
+    seed: options.Seed = None,
     recipe: options.Recipe = None,
     threads: options.Threads = None,
     json_out: options.Json = False,
@@ -31,12 +39,14 @@ def export(
 
     Writes RUN/export/model.onnx (metadata inside: encoding, classes, mean/std, input size) and export.json.
     Exits 4 if the outputs differ by more than --tolerance. The input size defaults to the training crop size.
+    --int8 also writes RUN/export/model.int8.onnx, calibrated on training images (recorded in its metadata).
 
     Example:
 
     \b
       nascli export -r runs/demo --onnx
       nascli export -r runs/demo --onnx --input-size 360x480 --dynamic --opset 17
+      nascli export -r runs/demo --int8 --calibration-images 64
     """
     from nascli.steps import common
     from nascli.steps import export as step
@@ -44,8 +54,10 @@ def export(
     console.set_quiet(quiet)
     size = parse_size(input_size) if input_size else None
     run = RunDir(run_dir)
-    cfg = common.load_recipe(run, recipe, {"threads": threads}, FLAGS)
-    result = step.run(cfg, run, checkpoint=checkpoint, input_size=size, opset=opset, dynamic=dynamic, tolerance=tolerance)
+    cfg = common.load_recipe(run, recipe, {"threads": threads, "seed": seed, "data.data_root": data_root, "data.train_list": train_list}, FLAGS)
+    result = step.run(cfg, run, checkpoint=checkpoint, input_size=size, opset=opset, dynamic=dynamic, tolerance=tolerance,
+                      int8=int8, calibration_images=calibration_images, calibration_method=calibration_method,
+                      calibration_list=calibration_list, keep_fp32=tuple(keep_fp32 or ()))
     r = result.report
     if json_out:
         console.print_json({"run_dir": str(result.run_dir), "json": str(result.json_path),
@@ -55,5 +67,14 @@ def export(
                               + (" (dynamic)" if r["dynamic"] else ""), "max |diff|": r["max_abs_diff"],
                               "tolerance": r["tolerance"], "argmax agree": r["argmax_agreement"],
                               "MB": round(r["bytes"] / 2**20, 2)}], title="ONNX export (onnx.checker ok)")
-    console.say(f"wrote {result.onnx_path} and {result.json_path}")
-    console.next_step(f"nascli eval -r {result.run_dir} --onnx")
+        if "int8" in r:
+            i = r["int8"]
+            console.print_table([{"onnx": i["onnx"], "calibration": f"{i['calibration']['images']} images, "
+                                  f"{i['calibration_method']}", "int8 ops": i["quantized_ops"],
+                                  "fp32 ops": len(i["fp32_ops"]), "argmax agree (calib.)": i["argmax_agreement_calibration"],
+                                  "MB": round(i["bytes"] / 2**20, 2)}], title="int8 export (QDQ, per-channel)")
+    console.say(f"wrote {result.onnx_path}{' and ' + r['int8']['onnx'] if 'int8' in r else ''} and {result.json_path}")
+    if "int8" in r:
+        console.next_step(f"nascli eval -r {result.run_dir} --onnx --int8")
+    else:
+        console.next_step(f"nascli eval -r {result.run_dir} --onnx")

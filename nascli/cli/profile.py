@@ -28,6 +28,7 @@ def profile(
     runs: Annotated[int, typer.Option("--runs", min=1, help="At least this many timed runs...")] = 50,
     min_seconds: Annotated[float, typer.Option("--min-seconds", min=0, help="...and for at least this long.")] = 2.0,
     onnx: Annotated[bool, typer.Option("--onnx/--no-onnx", help="Also time onnxruntime.")] = True,
+    int8: Annotated[bool, typer.Option("--int8", help="Time onnxruntime fp32 and int8 (QDQ) side by side, alternating.")] = False,
     recipe: options.Recipe = None,
     json_out: options.Json = False,
     quiet: options.Quiet = False,
@@ -43,6 +44,7 @@ def profile(
       nascli profile -r runs/demo --device cpu --threads 2 --input-size 96x96
       nascli profile -r runs/demo --encoding _6003412160636100213 --num-classes 6 --json
       nascli profile -r runs/demo --model lraspp_mobilenet_v3_large --num-classes 21 --input-size 512x512
+      nascli profile -r runs/demo --int8 --threads 1 --input-size 360x480
     """
     from nascli.steps import common
     from nascli.steps import profile as step
@@ -52,14 +54,18 @@ def profile(
     cfg = common.load_recipe(run, recipe, {"device": device, "threads": threads}, FLAGS)
     size = parse_size(input_size) if input_size else None
     result = step.run(cfg, run, checkpoint=checkpoint, encoding=encoding, model=model, num_classes=num_classes,
-                      input_size=size, batch=batch, warmup=warmup, runs=runs, min_seconds=min_seconds, onnx=onnx)
+                      input_size=size, batch=batch, warmup=warmup, runs=runs, min_seconds=min_seconds, onnx=onnx,
+                      int8=int8)
     r = result.report
     if json_out:
         console.print_json(r)
     else:
         rows = [{"runtime": "PyTorch eager", **_lat(r["eager"])}]
         if r.get("onnxruntime"):
-            rows.append({"runtime": "ONNX Runtime", **_lat(r["onnxruntime"])})
+            rows.append({"runtime": "ONNX Runtime" + (" fp32" if r.get("onnxruntime_int8") else ""),
+                         **_lat(r["onnxruntime"])})
+        if r.get("onnxruntime_int8"):
+            rows.append({"runtime": f"ONNX Runtime int8 ({r['int8_speedup']:.2f}x)", **_lat(r["onnxruntime_int8"])})
         title = (f"{result.path.stem}: {r['params'] / 1e6:.3f} M params, {r['macs'] / 1e9:.4f} GMACs at "
                  f"{r['input_size'][0]}x{r['input_size'][1]}, batch {r['batch']}, {r['device']} ({r['cpu']})")
         console.print_table(rows, title=title)

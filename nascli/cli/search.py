@@ -46,7 +46,7 @@ def search(
     max_params: Annotated[Optional[int], typer.Option("--max-params", help="Reject candidates over this many parameters.")] = None,
     max_latency_ms: Annotated[Optional[float], typer.Option("--max-latency-ms", help="Reject candidates slower than this (measured on --device by --latency-runtime).")] = None,
     measure_latency: Annotated[Optional[bool], typer.Option("--measure-latency/--no-measure-latency", help="Record each candidate's latency.")] = None,
-    latency_runtime: Annotated[Optional[str], typer.Option("--latency-runtime", help="What measures latency: torch (eager, default) or onnxruntime (the exported model, as deployed).")] = None,
+    latency_runtime: Annotated[Optional[str], typer.Option("--latency-runtime", help="What measures latency: torch (eager, default), onnxruntime (the exported model, as deployed) or onnxruntime-int8 (the export --int8 model).")] = None,
     latency_size: Annotated[Optional[str], typer.Option("--latency-size", help="HxW latency is measured at (default: --input-size), e.g. 360x480.")] = None,
     candidate_training: Annotated[Optional[str], typer.Option("--candidate-training", help="cached (frozen encoder, features computed once) or full.")] = None,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,

@@ -38,7 +38,7 @@ from nascli.engine.loops import (
 from nascli.engine.metrics import reward
 from nascli.profile.cost import count_macs, count_params
 from nascli.profile.latency import torch_latency
-from nascli.profile.onnx_latency import onnxruntime_latency
+from nascli.profile.onnx_latency import onnxruntime_int8_latency, onnxruntime_latency
 from nascli.seeding import derive_seed
 from nascli.spaces.adelaide import DIGITS, AdelaideSpace
 from nascli.zoo.adelaide import SegmentationNet, build_adelaide
@@ -93,7 +93,8 @@ class CandidateEvaluator:
         out: dict = {"flops": count_macs(model, size), "parameters": count_params(model), "input_size": size_str(size)}
         search = self.recipe.search
         if search.measure_latency or search.max_latency_ms or "latency" in search.objectives:
-            measure = onnxruntime_latency if search.latency_runtime == "onnxruntime" else torch_latency
+            measure = {"onnxruntime": onnxruntime_latency, "onnxruntime-int8": onnxruntime_int8_latency}.get(
+                search.latency_runtime, torch_latency)
             at = tuple(search.latency_size or size)
             lat = measure(model, at, device=str(self.device), threads=search.latency_threads, warmup=3, runs=10)
             out.update(latency_ms=round(lat["median_ms"], 3), latency_runtime=search.latency_runtime,

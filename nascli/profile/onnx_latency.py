@@ -7,9 +7,11 @@ p90), with the session's intra-op threads set to the same count, so the two are 
 from __future__ import annotations
 
 import logging
+import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from torch import nn
@@ -38,3 +40,71 @@ def onnxruntime_latency(model: nn.Module, input_size: tuple[int, int], *, device
     opts = sess.get_session_options()
     return {**result, "threads": opts.intra_op_num_threads or None, "providers": sess.get_providers(),
             "opset": opset, "onnxruntime": ort.__version__, "export_seconds": round(export_seconds, 2)}
+
+
+def int8_bytes(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1,
+               opset: int = DEFAULT_OPSET) -> tuple[bytes, bytes]:
+    """(fp32, int8) ONNX of `model` for timing: the int8 one calibrated on seeded random inputs, which sets
+    different scales than real images would but the same graph and kernels, so the same speed."""
+    from nascli.export.quantize import quantize, random_inputs
+
+    fp32 = export_bytes(model, input_size, batch=batch, opset=opset)
+    inputs = [np.repeat(x, batch, axis=0) for x in random_inputs(input_size)]
+    return fp32, quantize(fp32, inputs).data
+
+
+def onnxruntime_int8_latency(model: nn.Module, input_size: tuple[int, int], *, device: str = "cpu",
+                             threads: int | None = None, batch: int = 1, warmup: int = 5, runs: int = 30,
+                             min_seconds: float = 0.0, opset: int = DEFAULT_OPSET) -> dict:
+    """Latency of `model` as an int8 (QDQ, per-channel) ONNX model in onnxruntime (what `export --int8` deploys)."""
+    import onnxruntime as ort
+
+    started = time.perf_counter()
+    _, data = int8_bytes(model, input_size, batch=batch, opset=opset)
+    export_seconds = time.perf_counter() - started
+    sess = session(data, threads=threads, device=device)
+    x = np.random.default_rng(0).standard_normal((batch, 3, *input_size), dtype=np.float32)
+    result = time_runs(lambda: sess.run(None, {INPUT_NAME: x}), warmup=warmup, runs=runs, min_seconds=min_seconds)
+    opts = sess.get_session_options()
+    return {**result, "threads": opts.intra_op_num_threads or None, "providers": sess.get_providers(),
+            "opset": opset, "onnxruntime": ort.__version__, "export_seconds": round(export_seconds, 2),
+            "precision": "int8"}
+
+
+def round_robin(fns: dict[str, Callable[[], object]], *, rounds: int = 3, warmup: int = 5, runs: int = 30,
+                min_seconds: float = 0.0) -> dict:
+    """Time several callables in alternation (`rounds` rounds of each), so machine load hits them alike.
+
+    Per name: the median over rounds of each round's median (and p90, min over all runs); "ratios": first
+    name's median / each other's (how many times faster the other is), and "round_ratios" per round.
+    """
+    per: dict[str, list[dict]] = {k: [] for k in fns}
+    for r in range(rounds):
+        for name, fn in fns.items():
+            per[name].append(time_runs(fn, warmup=warmup if r == 0 else 1, runs=runs, min_seconds=min_seconds))
+    out = {name: {"median_ms": statistics.median(t["median_ms"] for t in ts),
+                  "p90_ms": statistics.median(t["p90_ms"] for t in ts), "min_ms": min(t["min_ms"] for t in ts),
+                  "runs": sum(t["runs"] for t in ts), "warmup": warmup, "rounds": rounds} for name, ts in per.items()}
+    first = next(iter(fns))
+    out["ratios"] = {name: out[first]["median_ms"] / out[name]["median_ms"] for name in fns if name != first}
+    out["round_ratios"] = {name: [a["median_ms"] / b["median_ms"] for a, b in zip(per[first], per[name])]
+                           for name in fns if name != first}
+    return out
+
+
+def fp32_vs_int8(model: nn.Module, input_size: tuple[int, int], *, threads: int | None = None, batch: int = 1,
+                 warmup: int = 5, runs: int = 30, min_seconds: float = 0.0, rounds: int = 3,
+                 opset: int = DEFAULT_OPSET) -> dict:
+    """fp32 and int8 onnxruntime latency (CPU) of `model`, timed round-robin; "speedup" = fp32 / int8."""
+    import onnxruntime as ort
+
+    fp32, int8 = int8_bytes(model, input_size, batch=batch, opset=opset)
+    sessions = {"fp32": session(fp32, threads=threads), "int8": session(int8, threads=threads)}
+    x = np.random.default_rng(0).standard_normal((batch, 3, *input_size), dtype=np.float32)
+    timed = round_robin({k: (lambda s=s: s.run(None, {INPUT_NAME: x})) for k, s in sessions.items()},
+                        rounds=rounds, warmup=warmup, runs=runs, min_seconds=min_seconds)
+    threads_used = sessions["fp32"].get_session_options().intra_op_num_threads or None
+    return {"fp32": {**timed["fp32"], "threads": threads_used}, "int8": {**timed["int8"], "threads": threads_used},
+            "speedup": timed["ratios"]["int8"], "round_speedups": timed["round_ratios"]["int8"],
+            "onnxruntime": ort.__version__, "opset": opset,
+            "int8_calibration": "4 seeded N(0, 1) inputs (timing only: the speed does not depend on the scales)"}

@@ -61,7 +61,9 @@ class EvalResult:
     doc: dict[str, Any]  # what metrics.json holds (NaN written as null)
 
 
-def default_model(run: RunDir, onnx: bool) -> Path:
+def default_model(run: RunDir, onnx: bool, int8: bool = False) -> Path:
+    if int8:  # `export --int8` writes it beside model.onnx
+        return run.require(run.file("export", "model.int8.onnx"), "export", "--checkpoint FILE.onnx (export --int8)")
     if onnx:
         return run.require(run.file("export", "model.onnx"), "export", "--checkpoint FILE.onnx")
     return run.require(run.file("train", "best.pth"), "train", "--checkpoint FILE")
@@ -157,10 +159,10 @@ def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None, mode
 
 def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx: bool = False,
         list_file: Path | None = None, batch_size: int = 8,
-        progress: Callable[[dict], None] | None = None) -> EvalResult:
+        progress: Callable[[dict], None] | None = None, int8: bool = False) -> EvalResult:
     """Validate the model and the list, then evaluate and write RUN/eval/<name>/."""
     device = setup_torch(recipe)
-    path = Path(checkpoint) if checkpoint is not None else default_model(run_dir, onnx)
+    path = Path(checkpoint) if checkpoint is not None else default_model(run_dir, onnx, int8)
     model = load_model(path, device, recipe.threads)
     recipe = _fit_data(recipe, model.meta, list_file, path)
     validate_lists(recipe, train=False)

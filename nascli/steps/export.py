@@ -7,6 +7,12 @@ for inspection and export.json saying `"passed": false`.
 
 Files: RUN/export/model.onnx (metadata inside: encoding, classes, mean/std, input size, ...) and
 RUN/export/export.json (opset, exporter, shapes, differences, tolerance, versions, sha256).
+
+With `--int8`, also RUN/export/model.int8.onnx beside it: the fp32 file statically quantized by ONNX
+Runtime (QDQ, per-channel int8 weights; nascli.export.quantize), calibrated on `--calibration-images`
+training images preprocessed as eval does (nascli.export.calibration); the calibration (method, list,
+seed, files) is in its metadata and in export.json's "int8" entry, with the int8-vs-fp32 argmax
+agreement on those images. Score it on the val list with `nascli eval --onnx --checkpoint` that file.
 """
 
 from __future__ import annotations
@@ -21,6 +27,8 @@ from typing import Any
 from nascli import __version__
 from nascli.config import Recipe
 from nascli.errors import CheckFailed, UsageError
+from nascli.export import calibration as calib
+from nascli.export import quantize as q
 from nascli.export.onnx import (
     DEFAULT_OPSET,
     EXPORTER,
@@ -34,7 +42,7 @@ from nascli.export.onnx import (
 )
 from nascli.profile.system import versions
 from nascli.rundir import RunDir, atomic_write, atomic_write_json
-from nascli.steps.common import setup_torch
+from nascli.steps.common import resolve_data, setup_torch
 from nascli.steps.eval import load_pytorch
 
 log = logging.getLogger(__name__)
@@ -52,13 +60,25 @@ class ExportResult:
 
 
 def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, input_size: tuple[int, int] | None = None,
-        opset: int = DEFAULT_OPSET, dynamic: bool = False, tolerance: float = DEFAULT_TOLERANCE) -> ExportResult:
-    """Validate the checkpoint and options, then export, check and compare; CheckFailed over the tolerance."""
+        opset: int = DEFAULT_OPSET, dynamic: bool = False, tolerance: float = DEFAULT_TOLERANCE,
+        int8: bool = False, calibration_images: int = calib.DEFAULT_IMAGES, calibration_method: str = q.DEFAULT_METHOD,
+        calibration_list: Path | None = None, keep_fp32: tuple[str, ...] = ()) -> ExportResult:
+    """Validate the checkpoint and options, then export, check and compare; CheckFailed over the tolerance.
+
+    With `int8`, then quantize the checked fp32 file (see the module docstring)."""
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"option --opset: {opset} is not supported",
                          hint=f"use {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     if not tolerance > 0:
         raise UsageError(f"option --tolerance: {tolerance} must be positive", hint=f"e.g. {DEFAULT_TOLERANCE}")
+    if int8:
+        calib.check_count(calibration_images)
+        if calibration_method not in q.METHODS:
+            raise UsageError(f"option --calibration-method: {calibration_method!r} is not known",
+                             hint=f"use one of {', '.join(q.METHODS)}")
+        if dynamic:
+            raise UsageError("options --int8 and --dynamic: int8 export is calibrated at one fixed input size",
+                             hint="drop --dynamic (give --input-size HxW for the deployment size)")
     setup_torch(recipe)
     path = Path(checkpoint) if checkpoint is not None else run_dir.require(
         run_dir.file("train", "best.pth"), "train", "--checkpoint FILE")
@@ -74,6 +94,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
                               f"(tolerance {tolerance:g}); {onnx_path} is kept for inspection",
                               hint="see export.json; try another --opset, or raise --tolerance if the argmax "
                                    "agreement there is fine")
+        if int8:
+            report["int8"] = _export_int8(recipe, loaded, path, size, onnx_path, calibration_images,
+                                          calibration_method, calibration_list, keep_fp32)
+            atomic_write_json(json_path, report)
         done.update(onnx=str(onnx_path), max_abs_diff=report["max_abs_diff"])
     return ExportResult(run_dir.path, onnx_path, json_path, report)
 
@@ -124,3 +148,47 @@ def _export(loaded, checkpoint: Path, size: tuple[int, int], opset: int, dynamic
         "metadata": {p.key: p.value for p in proto.metadata_props}, "versions": versions(),
         "seconds": round(time.perf_counter() - started, 2),
     }
+
+
+def int8_path(onnx_path: Path) -> Path:
+    """Where the int8 file of an fp32 export goes: beside it, model.onnx -> model.int8.onnx."""
+    return onnx_path.with_name(f"{onnx_path.stem}.int8{onnx_path.suffix}")
+
+
+def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int], onnx_path: Path, n: int,
+                 method: str, list_file: Path | None, keep_fp32: tuple[str, ...]) -> dict[str, Any]:
+    """Calibrate on training images (as eval preprocesses them), quantize, write and check the int8 file."""
+    started = time.perf_counter()
+    meta = loaded.meta
+    if list_file is None:
+        resolve_data(recipe, train=True, val=False)
+        list_file = recipe.data.train_list
+    elif not Path(list_file).is_file():
+        raise UsageError(f"option --calibration-list: {list_file} not found", hint="give a list of `IMAGE MASK` lines")
+    d = recipe.data
+    if meta.get("mean") and meta.get("std"):  # the model's own normalisation, as eval uses
+        d.mean, d.std = tuple(meta["mean"]), tuple(meta["std"])
+    cal = calib.calibration_set(d, Path(list_file), n, size, seed=recipe.seed)
+    fp32 = onnx_path.read_bytes()
+    result = q.quantize(fp32, cal.inputs, method=method, per_channel=True, exclude=keep_fp32)
+    quant = {**result.settings, "calibration": cal.record}
+    proto = with_metadata(result.data, {**metadata(loaded, checkpoint, size, False), "precision": "int8",
+                                        "fp32_model": onnx_path.name, "quantization": quant})
+    data = proto.SerializeToString()
+    out = int8_path(onnx_path)
+    atomic_write(out, lambda f: f.write(data))
+    try:
+        sess = session(data, threads=recipe.threads)
+    except Exception as e:  # e.g. a quantized op this onnxruntime has no kernel for
+        first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise CheckFailed(f"onnxruntime cannot run the int8 model {out} ({first})",
+                          hint="keep the op in fp32 with --int8-keep-fp32 NODE, or export without --int8") from None
+    agree = calib.argmax_agreement(session(fp32, threads=recipe.threads), sess, cal.inputs)
+    log.info("int8: %d compute ops quantized; argmax agreement with fp32 on the %d calibration images %.4f",
+             result.quantized_ops, n, agree)
+    return {"onnx": str(out), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **quant,
+            "quantized_ops": result.quantized_ops, "fp32_ops": result.fp32_ops,
+            "argmax_agreement_calibration": round(agree, 6),
+            "agreement_note": "int8 vs fp32 onnxruntime argmax on the calibration images; "
+                              "`nascli eval --onnx --checkpoint` the file for val mIoU",
+            "seconds": round(time.perf_counter() - started, 2)}

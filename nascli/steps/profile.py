@@ -6,6 +6,10 @@ Latency: warm-up, then at least `runs` timed runs and at least `min_seconds`; me
 the threads used (the same count for PyTorch intra-op and onnxruntime intra-op), device, library versions
 and CPU model recorded. MACs are per image (batch 1); latency is per call at `batch`.
 
+With `int8`, the ONNX Runtime figures are fp32 and int8 (the model quantized as `export --int8` does,
+calibrated on seeded random inputs: the speed does not depend on the scales) timed round-robin in one
+process, with the ratio ("int8_speedup" = fp32 median / int8 median).
+
 File: RUN/profile/<model>-<HxW>-<device>.json, so profiles of several models sit side by side.
 """
 
@@ -50,12 +54,18 @@ class _Subject:
 
 def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, encoding: str | None = None,
         model: str | None = None, num_classes: int | None = None, input_size: tuple[int, int] | None = None,
-        batch: int = 1, warmup: int = 10, runs: int = 50, min_seconds: float = 2.0, onnx: bool = True) -> ProfileResult:
+        batch: int = 1, warmup: int = 10, runs: int = 50, min_seconds: float = 2.0, onnx: bool = True,
+        int8: bool = False) -> ProfileResult:
     """Validate the options and build the model, then measure and write RUN/profile/<name>.json."""
     if batch < 1 or runs < 1 or warmup < 0 or min_seconds < 0:
         raise UsageError("options --batch/--runs must be >= 1, --warmup and --min-seconds >= 0",
                          hint="e.g. --warmup 10 --runs 50 --min-seconds 2")
+    if int8 and not onnx:
+        raise UsageError("options --int8 and --no-onnx: int8 latency is ONNX Runtime's", hint="drop --no-onnx")
     device = setup_torch(recipe)
+    if int8 and device.type != "cpu":
+        raise UsageError(f"option --int8: int8 ONNX Runtime latency is measured on the CPU, not {device}",
+                         hint="use --device cpu")
     subject = _subject(recipe, run_dir, checkpoint, encoding, model, num_classes)
     size = tuple(input_size or subject.meta.get("input_size") or recipe.data.input_size)
     threads = recipe.threads or torch.get_num_threads()
@@ -63,7 +73,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, enco
     path = run_dir.sub("profile") / f"{name}.json"
     with run_dir.step("profile", interrupted="profiling interrupted; nothing was written",
                       model=subject.label) as done:
-        report = _measure(subject, size, device, threads, batch, warmup, runs, min_seconds, onnx)
+        report = _measure(subject, size, device, threads, batch, warmup, runs, min_seconds, onnx, int8)
         atomic_write_json(path, report)
         done.update(file=str(path))
     return ProfileResult(run_dir.path, path, report)
@@ -110,7 +120,7 @@ def _subject(recipe: Recipe, run_dir: RunDir, checkpoint: Path | None, encoding:
 
 
 def _measure(subject: _Subject, size: tuple[int, int], device: torch.device, threads: int, batch: int, warmup: int,
-             runs: int, min_seconds: float, onnx: bool) -> dict[str, Any]:
+             runs: int, min_seconds: float, onnx: bool, int8: bool = False) -> dict[str, Any]:
     net = subject.module.eval()
     started = time.perf_counter()
     params, macs = count_params(net), count_macs(net.cpu(), size)
@@ -125,9 +135,12 @@ def _measure(subject: _Subject, size: tuple[int, int], device: torch.device, thr
         "macs_note": "multiply-accumulates of one image (batch 1) at input_size; convolutions and matmuls only",
         "device": str(device), "threads": threads,
         "eager": _latency_fields(eager),
-        "onnxruntime": _ort(net.cpu(), size, device, threads, batch, warmup, runs, min_seconds) if onnx else None,
+        "onnxruntime": _ort(net.cpu(), size, device, threads, batch, warmup, runs, min_seconds) if onnx and not int8
+        else None,
         "versions": versions(), **machine(),
     }
+    if int8:
+        report.update(_ort_int8(net.cpu(), size, threads, batch, warmup, runs, min_seconds))
     report["seconds"] = round(time.perf_counter() - started, 2)
     return report
 
@@ -147,6 +160,21 @@ def _ort(net, size, device: torch.device, threads: int, batch: int, warmup: int,
              ort["runs"], ort["threads"])
     return {**_latency_fields(ort), "providers": ort["providers"], "opset": ort["opset"],
             "export_seconds": ort["export_seconds"]}
+
+
+def _ort_int8(net, size, threads: int, batch: int, warmup: int, runs: int, min_seconds: float) -> dict:
+    from nascli.profile.onnx_latency import fp32_vs_int8
+
+    # three rounds of the requested runs each, alternating, so the ratio sees the same machine load
+    r = fp32_vs_int8(net, size, threads=threads, batch=batch, warmup=warmup, runs=max(1, runs // 3),
+                     min_seconds=min_seconds / 3, rounds=3)
+    log.info("onnxruntime fp32 %.2f ms, int8 %.2f ms (median of 3 alternating rounds): int8 %.2fx faster",
+             r["fp32"]["median_ms"], r["int8"]["median_ms"], r["speedup"])
+    return {"onnxruntime": {**_latency_fields(r["fp32"]), "rounds": r["fp32"]["rounds"], "opset": r["opset"]},
+            "onnxruntime_int8": {**_latency_fields(r["int8"]), "rounds": r["int8"]["rounds"],
+                                 "quantization": "QDQ, per-channel int8 weights, uint8 activations",
+                                 "calibration": r["int8_calibration"]},
+            "int8_speedup": round(r["speedup"], 4), "int8_round_speedups": [round(v, 4) for v in r["round_speedups"]]}
 
 
 def _latency_fields(r: dict) -> dict:
