@@ -189,3 +189,18 @@ def test_search_latency_runtime_accepts_int8(monkeypatch):
                               encoder_state={}).cost("_3104242330135120344")
     assert cost["latency_ms"] > 0 and cost["latency_runtime"] == "onnxruntime-int8"
     assert [r["precision"] for r in seen] == ["int8"] and cost["latency_ms"] == round(seen[0]["median_ms"], 3)
+
+
+def test_profile_times_the_exported_int8_file_beside_its_fp32_source(int8_run, exported, run_cli):
+    int8_file = int8_run / "export" / "model.int8.onnx"
+    r = run_cli("profile", "-r", int8_run, "--checkpoint", int8_file, "--threads", "1", "--warmup", "1",
+                "--runs", "3", "--min-seconds", "0", "--json", "--quiet")
+    assert r.code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["onnx_file"] == str(int8_file) and out["input_size"] == [48, 48]
+    assert out["onnxruntime"]["file"] == str(int8_run / "export" / "model.onnx")
+    assert out["onnxruntime_int8"]["file"] == str(int8_file) and out["quantization"]["format"] == "QDQ"
+    assert out["int8_speedup"] == pytest.approx(out["onnxruntime"]["median_ms"] / out["onnxruntime_int8"]["median_ms"],
+                                                rel=1e-2)
+    r = run_cli("profile", "-r", int8_run, "--checkpoint", int8_file, "--int8")
+    assert r.code == 2 and "timed as it is" in r.stderr

@@ -16,7 +16,7 @@ FLAGS = {"device": "--device", "threads": "--threads"}
 
 def profile(
     run_dir: options.RunDir = Path("runs/default"),
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (default: RUN/train/best.pth).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (default: RUN/train/best.pth), or an exported .onnx file (an int8 one is timed beside its fp32 source).")] = None,
     encoding: Annotated[Optional[str], typer.Option("--encoding", help="An Adelaide architecture (no weights needed).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="A zoo model (see `nascli models`), random weights.")] = None,
     num_classes: options.NumClasses = None,
@@ -45,6 +45,7 @@ def profile(
       nascli profile -r runs/demo --encoding _6003412160636100213 --num-classes 6 --json
       nascli profile -r runs/demo --model lraspp_mobilenet_v3_large --num-classes 21 --input-size 512x512
       nascli profile -r runs/demo --int8 --threads 1 --input-size 360x480
+      nascli profile -r runs/demo --checkpoint runs/demo/export/model.int8.onnx --threads 1
     """
     from nascli.steps import common
     from nascli.steps import profile as step
@@ -59,6 +60,12 @@ def profile(
     r = result.report
     if json_out:
         console.print_json(r)
+    elif "onnx_file" in r:  # --checkpoint FILE.onnx
+        rows = [{"runtime": f"ONNX Runtime {k}" + (f" ({r['int8_speedup']:.2f}x)" if k == "int8" and "int8_speedup" in r
+                                                   else ""), **_lat(r[key])}
+                for k, key in (("fp32", "onnxruntime"), ("int8", "onnxruntime_int8")) if key in r]
+        console.print_table(rows, title=f"{r['onnx_file']} at {r['input_size'][0]}x{r['input_size'][1]}, batch "
+                                        f"{r['batch']} ({r['cpu']}; 3 alternating rounds)")
     else:
         rows = [{"runtime": "PyTorch eager", **_lat(r["eager"])}]
         if r.get("onnxruntime"):

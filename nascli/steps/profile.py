@@ -66,6 +66,9 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, enco
     if int8 and device.type != "cpu":
         raise UsageError(f"option --int8: int8 ONNX Runtime latency is measured on the CPU, not {device}",
                          hint="use --device cpu")
+    if checkpoint is not None and Path(checkpoint).suffix.lower() == ".onnx":
+        return _run_onnx_file(recipe, run_dir, Path(checkpoint), input_size, batch, warmup, runs, min_seconds,
+                              (encoding, model, num_classes, int8, device.type))
     subject = _subject(recipe, run_dir, checkpoint, encoding, model, num_classes)
     size = tuple(input_size or subject.meta.get("input_size") or recipe.data.input_size)
     threads = recipe.threads or torch.get_num_threads()
@@ -77,6 +80,28 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, enco
         atomic_write_json(path, report)
         done.update(file=str(path))
     return ProfileResult(run_dir.path, path, report)
+
+
+def _run_onnx_file(recipe: Recipe, run_dir: RunDir, path: Path, input_size, batch: int, warmup: int, runs: int,
+                   min_seconds: float, others: tuple) -> ProfileResult:
+    """`--checkpoint FILE.onnx`: the exported file in ONNX Runtime (an int8 one beside its fp32 source)."""
+    from nascli.profile.onnx_file import profile_onnx_file
+
+    encoding, model, num_classes, int8, device = others
+    if encoding is not None or model is not None or num_classes is not None or int8 or device != "cpu":
+        raise UsageError("--checkpoint FILE.onnx is timed as it is, on the CPU",
+                         hint="drop --encoding/--model/--num-classes/--int8/--device")
+    threads = recipe.threads or torch.get_num_threads()
+    label = path_label(run_dir, path)
+    with run_dir.step("profile", interrupted="profiling interrupted; nothing was written", model=label) as done:
+        report = profile_onnx_file(path, threads=threads, input_size=input_size, batch=batch, warmup=warmup,
+                                   runs=runs, min_seconds=min_seconds)
+        report.update(device="cpu", versions=versions(), **machine())
+        size = report["input_size"]
+        out = run_dir.sub("profile") / f"{label}-onnx-{size[0]}x{size[1]}-cpu.json"
+        atomic_write_json(out, report)
+        done.update(file=str(out))
+    return ProfileResult(run_dir.path, out, report)
 
 
 def _num_classes(recipe: Recipe, given: int | None) -> int:
