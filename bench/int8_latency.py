@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -99,7 +100,9 @@ def main() -> None:
     result["latency"] = {}
     for t in args.threads:
         print(f"timing, {t} thread(s)", file=sys.stderr)
+        load_before = os.getloadavg()[0]
         result["latency"][str(t)] = time_all(runs, t, args.rounds, args.runs)
+        result.setdefault("load_average", {})[str(t)] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     common.save_json("int8_latency", result)
     common.write_section("int8_latency", markdown(result))
 
@@ -124,6 +127,8 @@ def markdown(r: dict) -> str:
         f"`{r['command']}` — {r['date']}  ",
         f"Machine: {common.machine_line(m)}  ",
         f"CPU flags: {flags}  ",
+        "1-minute load average before/after timing (2 cores, shared with other jobs): "
+        + ", ".join(f"{t} thread(s) {a} / {b}" for t, (a, b) in r["load_average"].items()) + "  ",
         f"Latency: 360x480, batch 1, fp32 `model.onnx` vs `model.int8.onnx` from `nascli export --int8 --input-size "
         f"360x480` (QDQ, per-channel int8 weights, uint8 activations, MinMax on {s['calibration_images']} CamVid "
         f"training images); all six sessions per thread count timed round-robin in one process, {s['rounds']} "

@@ -204,3 +204,13 @@ def test_profile_times_the_exported_int8_file_beside_its_fp32_source(int8_run, e
                                                 rel=1e-2)
     r = run_cli("profile", "-r", int8_run, "--checkpoint", int8_file, "--int8")
     assert r.code == 2 and "timed as it is" in r.stderr
+
+
+def test_a_plain_export_removes_an_earlier_int8_file(int8_run, exported, run_cli, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(int8_run / "train", run / "train")
+    shutil.copytree(int8_run / "export", run / "export")
+    assert (run / "export" / "model.int8.onnx").exists()
+    r = run_cli("export", "-r", run, "--onnx", "--threads", "1", "--quiet")
+    assert r.code == 0, r.stderr
+    assert not (run / "export" / "model.int8.onnx").exists()  # it was quantized from the replaced fp32 file

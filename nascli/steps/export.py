@@ -12,7 +12,8 @@ With `--int8`, also RUN/export/model.int8.onnx beside it: the fp32 file statical
 Runtime (QDQ, per-channel int8 weights; nascli.export.quantize), calibrated on `--calibration-images`
 training images preprocessed as eval does (nascli.export.calibration); the calibration (method, list,
 seed, files) is in its metadata and in export.json's "int8" entry, with the int8-vs-fp32 argmax
-agreement on those images. Score it on the val list with `nascli eval --onnx --checkpoint` that file.
+agreement on those images. Score it on the val list with `nascli eval --onnx --int8`. An export
+without --int8 removes an earlier model.int8.onnx, which was quantized from the fp32 file it replaces.
 """
 
 from __future__ import annotations
@@ -94,6 +95,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
                               f"(tolerance {tolerance:g}); {onnx_path} is kept for inspection",
                               hint="see export.json; try another --opset, or raise --tolerance if the argmax "
                                    "agreement there is fine")
+        stale = int8_path(onnx_path)
+        if stale.exists():  # quantized from the fp32 file just replaced: never leave the two out of step
+            log.info("removing %s (from an earlier export)", stale)
+            stale.unlink()
         if int8:
             report["int8"] = _export_int8(recipe, loaded, path, size, onnx_path, calibration_images,
                                           calibration_method, calibration_list, keep_fp32)
@@ -190,5 +195,5 @@ def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int]
             "quantized_ops": result.quantized_ops, "fp32_ops": result.fp32_ops,
             "argmax_agreement_calibration": round(agree, 6),
             "agreement_note": "int8 vs fp32 onnxruntime argmax on the calibration images; "
-                              "`nascli eval --onnx --checkpoint` the file for val mIoU",
+                              "`nascli eval --onnx --int8` for val mIoU",
             "seconds": round(time.perf_counter() - started, 2)}
