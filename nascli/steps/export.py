@@ -5,8 +5,9 @@ export size (and, with `--dynamic`, also at batch 2 and a larger size) against P
 absolute logit difference must be within the tolerance (default 1e-3), else exit 4 with the file kept
 for inspection and export.json saying `"passed": false`.
 
-Files: RUN/export/model.onnx (metadata inside: encoding, classes, mean/std, input size, ...) and
-RUN/export/export.json (opset, exporter, shapes, differences, tolerance, versions, sha256).
+Files: RUN/export/<model>/model.onnx (metadata inside: encoding, classes, mean/std, input size, ...) and
+RUN/export/<model>/export.json (opset, exporter, shapes, differences, tolerance, versions, sha256), <model>
+being the folder of the trained model under RUN/train (nascli.steps.trained).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nascli.profile.system import versions
 from nascli.rundir import RunDir, atomic_write, atomic_write_json
 from nascli.steps.common import setup_torch
 from nascli.steps.eval import load_pytorch
+from nascli.steps.trained import default_checkpoint, export_dir, label_of
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
     if not tolerance > 0:
         raise UsageError(f"option --tolerance: {tolerance} must be positive", hint=f"e.g. {DEFAULT_TOLERANCE}")
     setup_torch(recipe)
-    path = Path(checkpoint) if checkpoint is not None else run_dir.require(
-        run_dir.file("train", "best.pth"), "train", "--checkpoint FILE")
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
     loaded = load_pytorch(path, "cpu")
     size = tuple(input_size or loaded.meta.get("input_size") or recipe.data.input_size)
-    edir = run_dir.sub("export")
+    edir = export_dir(run_dir, label_of(run_dir, path))
     onnx_path, json_path = edir / "model.onnx", edir / "export.json"
     with run_dir.step("export", interrupted="export interrupted", checkpoint=str(path)) as done:
         report = _export(loaded, path, size, opset, dynamic, tolerance, onnx_path, recipe.threads)

@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["index", "encoding", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
            "latency_ms", "latency_runtime", "latency_size", "fwIOU", "mean_acc", "pixel_acc", "reward",
-           "reward_stage1", "stage", "stop_prob", "logp", "repeats", "epochs", "mode", "train_seconds", "seconds",
-           "mutated_position", "weights", "message"]
+           "reward_stage1", "stage", "stop_prob", "logp", "repeats", "degenerate", "degenerate_reason", "pred_share",
+           "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
 # What a candidate's numbers depend on: a resumed search must match these. The budget, how the search
 # runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
@@ -319,7 +319,7 @@ def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposa
     fault_point("search_trained")
     record = {
         "index": index, "encoding": proposal.encoding, "phase": proposal.phase, "parent": proposal.parent or "",
-        **cost, **result, "epochs": recipe.candidate.epochs, "mode": recipe.candidate.mode,
+        **cost, **result, "epochs": evaluator.cfg.epochs, "mode": recipe.candidate.mode,
         "seconds": round(time.perf_counter() - started, 2),
         "weights": str(weights.relative_to(sdir)) if weights.exists() else "",
         **proposal.info,
@@ -398,7 +398,9 @@ def _write_tables(sdir: Path, records: list[dict], objectives: list[str]) -> Non
 
 
 def _best(records: list[dict]) -> float | None:
-    ok = [r["mIOU"] for r in records if r.get("status") == "ok" and r.get("mIOU") is not None]
+    """The best mIoU among the candidates that are not degenerate."""
+    ok = [r["mIOU"] for r in records if r.get("status") == "ok" and r.get("mIOU") is not None
+          and not r.get("degenerate")]
     return max(ok) if ok else None
 
 

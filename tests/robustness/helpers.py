@@ -32,6 +32,11 @@ def search_argv(run: Path, recipe: Path, data: Path) -> list[str]:
             *THREADS]
 
 
+def train_dir(run: Path) -> Path:
+    """Where train_argv's model is trained: one folder per trained model under RUN/train."""
+    return Path(run) / "train" / f"adelaide-{ENCODING.lstrip('_')}"
+
+
 def train_argv(run: Path, recipe: Path, data: Path) -> list[str]:
     """A 3-epoch training of a small searched architecture: 3 optimiser steps an epoch on the demo fixture."""
     return ["train", "-r", str(run), "--recipe", str(recipe), *data_flags(data), "--encoding", ENCODING,
