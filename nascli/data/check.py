@@ -244,7 +244,8 @@ def _class_label(c: int, names: Sequence[str] | None) -> str:
     return f"{c} ({names[c]})" if names is not None and c < len(names) else str(c)
 
 
-def pixel_histogram(list_file: Path, data_root: Path | None, num_classes: int, ignore_index: int = 255) -> PixelHistogram:
+def pixel_histogram(list_file: Path, data_root: Path | None, num_classes: int,
+                    ignore_index: int = 255) -> PixelHistogram:
     """Per-class label counts of a list's masks (e.g. the training list, for class weights).
 
     Reads the masks only (no images); DataError on the first unreadable line or mask, so run it after the
