@@ -201,3 +201,11 @@ def test_exif_orientation_applies_to_masks_too(tmp_path):
     img.save(tmp_path / "m.png", exif=exif)
     got = load_mask(tmp_path / "m.png")
     assert got.shape == (100, 60) and got[0, -1] == 1 and got.sum() == 1
+
+
+def test_num_classes_flag_uses_matching_names_only(tmp_path, run_cli):
+    lst = _dataset(tmp_path, HAND, NAMES)
+    r = run_cli(["data", "check", "--data-root", tmp_path, "--list", lst, "--num-classes", 4])
+    assert r.code == 0 and "class 3 (c) never appears" in r.stdout
+    r = run_cli(["data", "check", "--data-root", tmp_path, "--list", lst, "--num-classes", 5])  # classes.txt has 4
+    assert r.code == 0 and "classes 3, 4 never appear in its 3 masks" in r.stdout

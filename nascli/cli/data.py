@@ -9,7 +9,7 @@ import typer
 
 from nascli.cli import console
 from nascli.cli.options import DataRoot, Json, NumClasses, TrainList, ValList
-from nascli.errors import CheckFailed, UsageError
+from nascli.errors import CheckFailed, DataError, UsageError
 
 if TYPE_CHECKING:
     from nascli.data.check import ListReport
@@ -115,9 +115,13 @@ def _classes(given: int | None, first_list: Path, data_root: Path | None) -> tup
     from nascli.data.listfile import find_classes_file, read_class_names
 
     found = find_classes_file(first_list, data_root)
-    names = read_class_names(found) if found is not None else None
-    if given is not None:
+    if given is not None:  # the names only label the table: a broken or other classes.txt is not an error here
+        try:
+            names = read_class_names(found) if found is not None else None
+        except DataError:
+            names = None
         return given, names if names is not None and len(names) == given else None
+    names = read_class_names(found) if found is not None else None
     if names is None:
         console.say("No --num-classes and no classes.txt found: mask values are not range-checked.")
         return None, None
