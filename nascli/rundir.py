@@ -221,6 +221,27 @@ class RunDir:
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
             f.close()
 
+    def check_free(self) -> None:
+        """Fail now (one line) if another process holds this run directory, before any slow check runs;
+        creates nothing. Taking the lock later can still fail if a process starts in between."""
+        lock = self.path / ".lock"
+        if not lock.is_file():
+            return
+        try:
+            f = open(lock, "r")
+        except OSError:
+            return  # unreadable here: `lock` itself reports it
+        with f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    holder = f.read().strip() or "another process"
+                    raise RunDirError(f"run directory {self.path} is in use by {holder}",
+                                      hint="wait for that process to finish, or use another -r/--run-dir") from None
+                return
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
     # --- status --------------------------------------------------------------------------------
     def status_path(self, step: str) -> Path:
         return self.path / "status" / f"{step}.json"

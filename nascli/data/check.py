@@ -138,9 +138,7 @@ def inspect_list(list_file: Path, data_root: Path | None, num_classes: int | Non
     bad_lines = len({p.line for p in problems if p.line is not None})
     todo = samples if limit is None else samples[:limit]
     log.info("checking %s (%d samples)", list_file, len(todo))
-    workers = min(4, os.cpu_count() or 1)  # decoding releases the GIL: threads overlap I/O and decode
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        found = list(pool.map(lambda s: _check(s, num_classes, ignore_index), todo))
+    found = _map(lambda s: _check(s, num_classes, ignore_index), todo)
     counts = _Counts()
     for sample_problems, mask_counts in found:
         problems += sample_problems
@@ -150,6 +148,16 @@ def inspect_list(list_file: Path, data_root: Path | None, num_classes: int | Non
     hist = counts.histogram(num_classes, ignore_index)
     warnings = list_warnings(hist, Path(list_file), ignore_index, class_names)
     return ListReport(Path(list_file), len(todo) + bad_lines, problems, hist, warnings)
+
+
+def _map(fn, items: Sequence) -> list:
+    """fn over items on a few threads (decoding releases the GIL: threads overlap I/O and decode). Ctrl-C
+    drops the queued items instead of waiting for the whole list to be read."""
+    pool = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1))
+    try:
+        return list(pool.map(fn, items))
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def check_list(list_file: Path, data_root: Path | None, num_classes: int | None, ignore_index: int = 255,
@@ -251,10 +259,12 @@ def pixel_histogram(list_file: Path, data_root: Path | None, num_classes: int,
     Reads the masks only (no images); DataError on the first unreadable line or mask, so run it after the
     check. `inspect_list(...).histogram` gives the same counts from the check's own pass.
     """
-    samples = read_list(list_file, data_root)
-    workers = min(4, os.cpu_count() or 1)
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        all_counts = list(pool.map(lambda s: np.bincount(load_mask(s.mask).ravel(), minlength=256), samples))
+    return mask_histogram(read_list(list_file, data_root), num_classes, ignore_index)
+
+
+def mask_histogram(samples: Sequence[Sample], num_classes: int, ignore_index: int = 255) -> PixelHistogram:
+    """`pixel_histogram` of some samples (e.g. the subset a training uses)."""
+    all_counts = _map(lambda s: np.bincount(load_mask(s.mask).ravel(), minlength=256), samples)
     counts = _Counts()
     for c in all_counts:
         counts.add(c, ignore_index)

@@ -26,8 +26,8 @@ _DICE_EPS = 1.0  # smoothing of the Dice ratio (per class, in pixels)
 
 
 def median_frequency(pixels: np.ndarray, images: np.ndarray) -> np.ndarray:
-    """Median-frequency class weights from per-class labelled pixel counts and the total pixel count of
-    the images each class appears in. Classes absent from the training masks get weight 1 (cross-entropy
+    """Median-frequency class weights from per-class labelled pixel counts and the labelled pixel count of
+    the images each class appears in (nascli.data.check.PixelHistogram's pixels and present_pixels). Classes absent from the training masks get weight 1 (cross-entropy
     never sees them as a target, so the value does not matter)."""
     pixels, images = np.asarray(pixels, dtype=np.float64), np.asarray(images, dtype=np.float64)
     present = (pixels > 0) & (images > 0)
@@ -36,21 +36,6 @@ def median_frequency(pixels: np.ndarray, images: np.ndarray) -> np.ndarray:
         freq = pixels[present] / images[present]
         weights[present] = np.median(freq) / freq
     return weights
-
-
-def class_histogram(dataset, num_classes: int, ignore_index: int) -> tuple[np.ndarray, np.ndarray]:
-    """(labelled pixels per class, pixels of the images containing each class) over a dataset's stored masks
-    (before augmentation: the histogram of the data, not of one epoch's crops)."""
-    pixels = np.zeros(num_classes, dtype=np.int64)
-    images = np.zeros(num_classes, dtype=np.int64)
-    for i in range(len(dataset)):
-        _, mask = dataset.load(i)
-        counts = np.bincount(mask.ravel(), minlength=256)
-        labelled = int(counts.sum() - (counts[ignore_index] if ignore_index < 256 else 0))
-        counts = counts[:num_classes]
-        pixels += counts
-        images += np.where(counts > 0, labelled, 0)
-    return pixels, images
 
 
 def resolve_class_weights(cfg: TrainConfig, dataset, num_classes: int, ignore_index: int,
@@ -69,7 +54,10 @@ def resolve_class_weights(cfg: TrainConfig, dataset, num_classes: int, ignore_in
         weights = np.asarray(spec, dtype=np.float64)
         origin = "given"
     else:
-        weights = median_frequency(*class_histogram(dataset, num_classes, ignore_index))
+        from nascli.data.check import mask_histogram
+
+        hist = mask_histogram(dataset.samples, num_classes, ignore_index)
+        weights = median_frequency(hist.pixels, hist.present_pixels)
         origin = f"median frequency over {len(dataset)} training masks"
     names = class_names or [str(i) for i in range(num_classes)]
     log.info("%s class weights (%s): %s", section, origin, ", ".join(f"{n} {w:.3g}" for n, w in zip(names, weights)))

@@ -78,6 +78,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, weights: Path | None = None, imagefo
     if weights is not None and imagefolder is not None:
         raise UsageError("options --weights and --imagefolder both give the encoder's source", hint="give one of them")
     device = setup_torch(recipe)
+    run_dir.check_free()
     progress = progress or (lambda event: None)
     if weights is not None:
         state, meta = _read_weights(Path(weights))

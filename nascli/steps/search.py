@@ -134,7 +134,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     setup_torch(recipe)
     if "latency" in recipe.search.objectives:
         recipe.search.measure_latency = True
-    validate_lists(recipe)
+    run_dir.check_free()  # the cheap checks first: a busy run directory or a wrong option fails at once
     encoder_source = _encoder_source(run_dir, encoder_weights)
     if recipe.search.algo == "fast-nas" and recipe.fast_nas.teacher is not None:
         from nascli.engine.progressive import load_teacher
@@ -146,6 +146,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     _check_state_files(sdir)
     if encoder_weights is not None:
         _check_same_encoder(sdir / "encoder.pth", Path(encoder_weights))
+    validate_lists(recipe)
 
     def interrupted() -> tuple[str, str]:
         done = len(read_jsonl(sdir / "records.jsonl"))

@@ -248,6 +248,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
     recipe = resolve_data(recipe)
     device = setup_torch(recipe)
     chosen = any(v is not None for v in (model, encoding, pick))
+    run_dir.check_free()
     if resume:
         if chosen:
             label = model_label(*_name_and_encoding(resolve_source(recipe, run_dir, model=model, encoding=encoding,

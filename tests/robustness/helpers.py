@@ -74,7 +74,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+    """The one-line failure reports: `Error: ...`, or `Interrupted: ...` after Ctrl-C."""
+    return [line for line in stderr.splitlines() if line.startswith(("Error:", "Interrupted:"))]
 
 
 def assert_clean_error(code: int, stdout: str, stderr: str, expected_code: int, *words: str) -> str:

@@ -38,7 +38,9 @@ def interrupt_when(argv: list[str], ready: Callable[[], bool], tmp_path: Path) -
             time.sleep(0.02)
         assert proc.poll() is None, f"it finished before it could be interrupted: {err.read_text()[-2000:]}"
         proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
         proc.wait(timeout=120)
+        interrupt_when.seconds = time.monotonic() - sent  # how long the process took to stop
     return proc.returncode, out.read_text(), err.read_text()
 
 
@@ -73,7 +75,10 @@ def test_sigint_stops_a_search_that_the_same_command_resumes(tmp_path, tiny_reci
 
     done = len(read_jsonl(records))
     assert 1 <= done < CANDIDATES
-    assert_clean_error(code, out, err, 130, f"search interrupted after {done} candidates", "saved")
+    assert interrupt_when.seconds < 10, f"took {interrupt_when.seconds:.1f} s to stop"
+    assert "Stopping (Ctrl-C)" in err  # says at once that it is stopping
+    line = assert_clean_error(code, out, err, 130, f"search interrupted after {done} candidates", "saved")
+    assert line.startswith("Interrupted: ") and "Error:" not in err  # an interruption, not an error
     assert "Hint: run the same command again to resume" in err
     assert json.loads((run / "status" / "search.json").read_text())["state"] == "interrupted"
     assert temp_files(run) == []  # Ctrl-C inside a write removes its temporary file
