@@ -195,4 +195,7 @@ def test_training_another_model_keeps_the_first(tmp_path, run_cli, tiny_recipe, 
     assert r.code == 0 and json.loads(r.stdout)["encoding"] == CODE
     r = run_cli("export", "-r", run, "--onnx", "--checkpoint", searched / "best.pth", "--quiet")
     assert r.code == 0, r.stderr
-    assert (run / "export" / f"adelaide-{CODE.lstrip('_')}" / "model.onnx").is_file()
+    exported = run / "export" / f"adelaide-{CODE.lstrip('_')}"
+    assert (exported / "model.onnx").is_file()
+    # trained on 32x32 crops, exported at the 48x48 every validation image has
+    assert json.loads((exported / "export.json").read_text())["input_size"] == [48, 48]
