@@ -12,10 +12,11 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       search/candidates/NNNN/  search: record.json + weights.pth of candidate NNNN
       search/result.csv        search: every candidate (rewritten from records.jsonl)
       search/pareto_front.csv  search: the non-dominated candidates
-      train/last.pth best.pth  train: checkpoints that rebuild their model (+ metrics.csv, config.yaml)
-      eval/<model>-<list>/     eval: metrics.json (mIoU & co) and per_class.csv
-      profile/<model>-<HxW>-<device>.json   profile: params, MACs, latency
-      export/model.onnx        export: ONNX model (+ export.json)
+      train/latest.json        train: which model was trained last (nascli.steps.trained)
+      train/<model>/           train: last.pth best.pth (rebuild their model), metrics.csv, config.yaml
+      eval/<checkpoint>-<list>/   eval: metrics.json (mIoU & co) and per_class.csv
+      profile/<checkpoint>-<HxW>-<device>.json   profile: params, MACs, latency
+      export/<model>/model.onnx   export: ONNX model (+ export.json)
       pareto/pareto.csv .png   pareto: front table and plot
 
 All writes go through `atomic_*` (temporary file in the same folder, fsync, `os.replace`), so a crash
