@@ -35,7 +35,7 @@ from nascli.engine.loops import (
     train_steps,
 )
 from nascli.engine.losses import SegLoss, resolve_class_weights, with_min_steps
-from nascli.engine.metrics import degeneracy, reward, share_text
+from nascli.engine.metrics import DEGENERATE_SHARE, degeneracy, reward, share_text
 from nascli.profile.cost import count_macs, count_params
 from nascli.profile.latency import torch_latency
 from nascli.profile.onnx_latency import onnxruntime_latency
@@ -214,9 +214,10 @@ class CandidateEvaluator:
             save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "meta": meta})
 
 
-def metric_fields(metrics: dict, class_names: list[str] | None = None, degenerate_share: float | None = None) -> dict:
+def metric_fields(metrics: dict, class_names: list[str] | None = None,
+                  degenerate_share: float = DEGENERATE_SHARE) -> dict:
     """The record columns of a validation result (result.csv names), with the degenerate-model flag."""
-    why = degeneracy(metrics, class_names, *(() if degenerate_share is None else (degenerate_share,)))
+    why = degeneracy(metrics, class_names, degenerate_share)
     return {"mIOU": round(metrics["miou"], 6), "fwIOU": round(metrics["fwiou"], 6),
             "mean_acc": round(metrics["mean_acc"], 6), "pixel_acc": round(metrics["pixel_acc"], 6),
             "reward": round(reward(metrics), 6), "pred_share": share_text(metrics.get("pred_share") or []),

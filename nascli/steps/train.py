@@ -251,8 +251,9 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
     run_dir.check_free()
     if resume:
         if chosen:
-            label = model_label(*_name_and_encoding(resolve_source(recipe, run_dir, model=model, encoding=encoding,
-                                                                   pick=pick, num_classes=recipe.data.num_classes)))
+            chosen_source = resolve_source(recipe, run_dir, model=model, encoding=encoding, pick=pick,
+                                           num_classes=recipe.data.num_classes)
+            label = model_label(chosen_source.name, chosen_source.encoding)
         else:
             label = latest_label(run_dir)
             if label is None:
@@ -269,7 +270,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
             _refuse_unfinished(train_dir(run_dir, latest) / "last.pth", run_dir, "")
         source = resolve_source(recipe, run_dir, model=model, encoding=encoding, pick=pick,
                                 num_classes=recipe.data.num_classes)
-        label = model_label(*_name_and_encoding(source))
+        label = model_label(source.name, source.encoding)
         tdir = train_dir(run_dir, label)
         last = tdir / "last.pth"
         chosen_flags = f" --model {source.name}" if source.encoding is None else f" --encoding {source.encoding}"
@@ -302,10 +303,6 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
         done.update(epochs=len(result.history), best_miou=result.best.get("val_miou"),
                     best_epoch=result.best.get("epoch"))
     return result
-
-
-def _name_and_encoding(source: ModelSource) -> tuple[str, str | None]:
-    return source.name, source.encoding
 
 
 def _resumed(recipe: Recipe, run_dir: RunDir, last: Path) -> tuple[ModelSource, torch.nn.Module, dict]:
