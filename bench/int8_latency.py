@@ -25,6 +25,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 
+from nascli.rundir import RunDir  # noqa: E402
+from nascli.steps.trained import latest_dir, latest_label  # noqa: E402
+
 MODELS = {"lraspp_mobilenet_v3_large": "lraspp_mobilenet_v3_large", "mobilenetv2_lraspp": "mobilenetv2_lraspp",
           "searched _3001544332210231314": "searched"}
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
@@ -50,13 +53,14 @@ def export_and_eval(run: Path, calibration: int, threads: int) -> dict:
         e = json.loads(common.nascli("eval", "-r", run, "--onnx", *extra, "--threads", threads, "--json",
                                      "--quiet").stdout)
         out[f"miou_{key}"] = e["miou"]
-    metrics = (run / "train" / "metrics.csv").read_text().splitlines()
+    metrics = (latest_dir(run) / "metrics.csv").read_text().splitlines()
     out["epochs"] = len(metrics) - 1
     out["points_lost"] = round(100 * (out["miou_fp32"] - out["miou_int8"]), 3)
     return out
 
 
-def time_all(runs: dict[str, Path], threads: int, rounds: int, n: int) -> dict:
+def time_all(dirs: dict[str, Path], threads: int, rounds: int, n: int) -> dict:
+    """`dirs`: label -> the export folder holding model.onnx and model.int8.onnx."""
     import numpy as np
 
     from nascli.export.onnx import INPUT_NAME, session
@@ -64,13 +68,13 @@ def time_all(runs: dict[str, Path], threads: int, rounds: int, n: int) -> dict:
 
     x = np.random.default_rng(0).standard_normal((1, 3, 360, 480), dtype=np.float32)
     fns = {}
-    for name, run in runs.items():
+    for name, folder in dirs.items():
         for prec, file in (("fp32", "model.onnx"), ("int8", "model.int8.onnx")):
-            sess = session(run / "export" / file, threads=threads)
+            sess = session(folder / file, threads=threads)
             fns[f"{name}|{prec}"] = lambda s=sess: s.run(None, {INPUT_NAME: x})
     timed = round_robin(fns, rounds=rounds, warmup=3, runs=n)
     out = {}
-    for name in runs:
+    for name in dirs:
         a, b = timed[f"{name}|fp32"], timed[f"{name}|int8"]
         out[name] = {"fp32_ms": a["median_ms"], "int8_ms": b["median_ms"], "speedup": a["median_ms"] / b["median_ms"],
                      "fp32_p90": a["p90_ms"], "int8_p90": b["p90_ms"], "runs_each": a["runs"]}
@@ -86,7 +90,7 @@ def main() -> None:
     p.add_argument("--calibration-images", type=int, default=64)
     args = p.parse_args()
     runs = {label: args.runs_dir / sub for label, sub in MODELS.items()}
-    missing = [str(r / "train" / "best.pth") for r in runs.values() if not (r / "train" / "best.pth").exists()]
+    missing = [str(r) for r in runs.values() if latest_label(RunDir(r)) is None]
     if missing:
         sys.exit(f"missing trained runs: {', '.join(missing)} (see BENCHMARKS.md for the training commands)")
     result = {**common.header("int8_latency"), "cpu_flags": cpu_flags(), "settings": vars(args) | {
@@ -94,14 +98,17 @@ def main() -> None:
     for label, run in runs.items():
         print(f"export + eval {label}", file=sys.stderr)
         result["models"][label] = export_and_eval(run, args.calibration_images, 1)
-    for run in runs.values():  # the timed files: 360x480
-        common.nascli("export", "-r", run, "--int8", "--input-size", "360x480", "--calibration-images",
-                      args.calibration_images, "--threads", "1", "--quiet")
+    timed_dirs = {}
+    for label, run in runs.items():  # the timed files: 360x480
+        doc = json.loads(common.nascli("export", "-r", run, "--int8", "--input-size", "360x480",
+                                       "--calibration-images", args.calibration_images, "--threads", "1", "--json",
+                                       "--quiet").stdout)
+        timed_dirs[label] = Path(doc["onnx"]).parent  # RUN/export/<model>/
     result["latency"] = {}
     for t in args.threads:
         print(f"timing, {t} thread(s)", file=sys.stderr)
         load_before = os.getloadavg()[0]
-        result["latency"][str(t)] = time_all(runs, t, args.rounds, args.runs)
+        result["latency"][str(t)] = time_all(timed_dirs, t, args.rounds, args.runs)
         result.setdefault("load_average", {})[str(t)] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
     common.save_json("int8_latency", result)
     common.write_section("int8_latency", markdown(result))

@@ -173,8 +173,10 @@ def test_profile_int8_reports_fp32_and_int8_side_by_side(int8_run, run_cli):
     assert len(out["int8_round_speedups"]) == 3 and "QDQ" in int8["quantization"]
 
 
-def test_search_latency_runtime_accepts_int8(monkeypatch):
+def test_search_latency_runtime_accepts_int8(monkeypatch, demo_data):
     from nascli.config import build_recipe
+    from nascli.data.listfile import SegmentationDataset, read_list
+    from nascli.data.transforms import eval_transform
     from nascli.engine import evaluator
     from nascli.engine.evaluator import CandidateEvaluator
 
@@ -185,7 +187,8 @@ def test_search_latency_runtime_accepts_int8(monkeypatch):
     recipe = build_recipe([("r.yml", {"data": {"input_size": [32, 32]},
                                       "search": {"measure_latency": True, "latency_runtime": "onnxruntime-int8",
                                                  "latency_threads": 1}})])
-    cost = CandidateEvaluator(recipe=recipe, num_classes=3, train=None, val=None,
+    data = SegmentationDataset(read_list(demo_data / "train.txt", demo_data), eval_transform(recipe.data))
+    cost = CandidateEvaluator(recipe=recipe, num_classes=6, train=data, val=data,
                               encoder_state={}).cost("_3104242330135120344")
     assert cost["latency_ms"] > 0 and cost["latency_runtime"] == "onnxruntime-int8"
     assert [r["precision"] for r in seen] == ["int8"] and cost["latency_ms"] == round(seen[0]["median_ms"], 3)
