@@ -18,6 +18,7 @@ import torch
 # (wrong scales or zero points) falls to about the majority-class share, which the test also checks is far
 # below the threshold, so the check can fail.
 MIN_AGREEMENT = 0.75
+LABEL = "mobilenetv2_lraspp"  # the fixture's model folder: RUN/train/<LABEL>/, RUN/export/<LABEL>/
 
 
 @pytest.fixture(scope="module")
@@ -27,6 +28,8 @@ def int8_run(tmp_path_factory, demo_data: Path) -> Path:
     from nascli.data.listfile import SegmentationDataset, read_list
     from nascli.data.transforms import eval_transform
     from nascli.engine.checkpoint import save_checkpoint
+    from nascli.rundir import RunDir
+    from nascli.steps.trained import set_latest
     from nascli.zoo.registry import create_model
 
     run = tmp_path_factory.mktemp("int8") / "run"
@@ -43,8 +46,10 @@ def int8_run(tmp_path_factory, demo_data: Path) -> Path:
         model(torch.stack([ds[i][0] for i in range(len(ds))]))
     meta = {"num_classes": 6, "mean": list(data.mean), "std": list(data.std), "input_size": [48, 48],
             "ignore_index": 255, "source": "test"}
-    save_checkpoint(run / "train" / "best.pth", {"model": {"name": "mobilenetv2_lraspp", "kwargs": {"num_classes": 6}},
-                                                 "state_dict": model.eval().state_dict(), "meta": meta})
+    save_checkpoint(run / "train" / LABEL / "best.pth",
+                    {"model": {"name": "mobilenetv2_lraspp", "kwargs": {"num_classes": 6}},
+                     "state_dict": model.eval().state_dict(), "meta": meta})
+    set_latest(RunDir(run), LABEL)  # the layout `nascli train` writes: RUN/train/<model>/
     return run
 
 
@@ -58,7 +63,7 @@ def exported(int8_run: Path, demo_data: Path) -> dict:
               "--train-list", str(demo_data / "train.txt"), "--threads", "1", "--json", "--quiet"])
     except SystemExit as e:
         assert not e.code, f"export --int8 exited {e.code}"
-    return json.loads((int8_run / "export" / "export.json").read_text())
+    return json.loads((int8_run / "export" / LABEL / "export.json").read_text())
 
 
 def test_int8_export_loads_and_agrees_with_fp32_on_most_pixels(int8_run, exported, demo_data):
@@ -67,13 +72,13 @@ def test_int8_export_loads_and_agrees_with_fp32_on_most_pixels(int8_run, exporte
     from nascli.config import build_recipe
     from nascli.steps.eval import load_onnx
 
-    int8_file = int8_run / "export" / "model.int8.onnx"
+    int8_file = int8_run / "export" / LABEL / "model.int8.onnx"
     assert exported["int8"]["onnx"] == str(int8_file) and int8_file.is_file()
-    fp32, int8 = load_onnx(int8_run / "export" / "model.onnx", 1), load_onnx(int8_file, 1)
+    fp32, int8 = load_onnx(int8_run / "export" / LABEL / "model.onnx", 1), load_onnx(int8_file, 1)
     ops = {n.op_type for n in __import__("onnx").load(str(int8_file)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # QDQ format
     assert exported["int8"]["quantized_ops"] > 0 and exported["int8"]["fp32_ops"] == []
-    assert int8_file.stat().st_size < 0.5 * (int8_run / "export" / "model.onnx").stat().st_size  # int8 weights
+    assert int8_file.stat().st_size < 0.5 * (int8_run / "export" / LABEL / "model.onnx").stat().st_size  # int8 weights
 
     ds = SegmentationDataset(read_list(demo_data / "val.txt", demo_data), eval_transform(build_recipe([]).data))
     a = torch.cat([fp32.predict(ds[i][0][None]).argmax(1).flatten() for i in range(len(ds))])
@@ -87,7 +92,7 @@ def test_int8_export_loads_and_agrees_with_fp32_on_most_pixels(int8_run, exporte
 def test_int8_metadata_and_export_json_name_the_calibration(int8_run, exported, demo_data):
     from nascli.export.onnx import read_metadata
 
-    meta = read_metadata(int8_run / "export" / "model.int8.onnx")
+    meta = read_metadata(int8_run / "export" / LABEL / "model.int8.onnx")
     q = meta["quantization"]
     assert meta["precision"] == "int8" and meta["num_classes"] == 6 and meta["fp32_model"] == "model.onnx"
     assert q["format"] == "QDQ" and q["calibration_method"] == "minmax" and q["per_channel"] is True
@@ -105,9 +110,9 @@ def test_eval_onnx_int8_scores_the_int8_file(int8_run, exported, run_cli, demo_d
                 "--threads", "1", "--json", "--quiet")
     assert r.code == 0, r.stderr
     out = json.loads(r.stdout)
-    assert out["model"] == str(int8_run / "export" / "model.int8.onnx") and out["kind"] == "onnxruntime"
+    assert out["model"] == str(int8_run / "export" / LABEL / "model.int8.onnx") and out["kind"] == "onnxruntime"
     assert out["images"] == 8 and 0 <= out["miou"] <= 1
-    assert Path(out["out_dir"]).name == "export-model.int8-onnx-val"  # beside, not over, the fp32 results
+    assert Path(out["out_dir"]).name == f"export-{LABEL}-model.int8-onnx-val"  # beside, not over, the fp32 results
 
 
 @pytest.mark.parametrize("count, code, words", [("4", 2, "too few"), ("30", 3, "has 24 images, fewer than the 30")])
@@ -117,7 +122,7 @@ def test_too_few_calibration_images_is_a_one_line_error(int8_run, run_cli, tmp_p
     r = run_cli("export", "-r", run, "--int8", "--calibration-images", count, "--data-root", demo_data,
                 "--train-list", demo_data / "train.txt", "--threads", "1")
     assert r.code == code and words in r.stderr and "Hint:" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert not (run / "export" / "model.int8.onnx").exists()
+    assert not (run / "export" / LABEL / "model.int8.onnx").exists()
 
 
 def test_a_model_without_int8_kernels_is_refused():
@@ -195,13 +200,13 @@ def test_search_latency_runtime_accepts_int8(monkeypatch, demo_data):
 
 
 def test_profile_times_the_exported_int8_file_beside_its_fp32_source(int8_run, exported, run_cli):
-    int8_file = int8_run / "export" / "model.int8.onnx"
+    int8_file = int8_run / "export" / LABEL / "model.int8.onnx"
     r = run_cli("profile", "-r", int8_run, "--checkpoint", int8_file, "--threads", "1", "--warmup", "1",
                 "--runs", "3", "--min-seconds", "0", "--json", "--quiet")
     assert r.code == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["onnx_file"] == str(int8_file) and out["input_size"] == [48, 48]
-    assert out["onnxruntime"]["file"] == str(int8_run / "export" / "model.onnx")
+    assert out["onnxruntime"]["file"] == str(int8_run / "export" / LABEL / "model.onnx")
     assert out["onnxruntime_int8"]["file"] == str(int8_file) and out["quantization"]["format"] == "QDQ"
     assert out["int8_speedup"] == pytest.approx(out["onnxruntime"]["median_ms"] / out["onnxruntime_int8"]["median_ms"],
                                                 rel=1e-2)
@@ -213,7 +218,7 @@ def test_a_plain_export_removes_an_earlier_int8_file(int8_run, exported, run_cli
     run = tmp_path / "run"
     shutil.copytree(int8_run / "train", run / "train")
     shutil.copytree(int8_run / "export", run / "export")
-    assert (run / "export" / "model.int8.onnx").exists()
+    assert (run / "export" / LABEL / "model.int8.onnx").exists()
     r = run_cli("export", "-r", run, "--onnx", "--threads", "1", "--quiet")
     assert r.code == 0, r.stderr
-    assert not (run / "export" / "model.int8.onnx").exists()  # it was quantized from the replaced fp32 file
+    assert not (run / "export" / LABEL / "model.int8.onnx").exists()  # it was quantized from the replaced fp32 file
