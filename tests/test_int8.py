@@ -222,3 +222,12 @@ def test_a_plain_export_removes_an_earlier_int8_file(int8_run, exported, run_cli
     r = run_cli("export", "-r", run, "--onnx", "--threads", "1", "--quiet")
     assert r.code == 0, r.stderr
     assert not (run / "export" / LABEL / "model.int8.onnx").exists()  # it was quantized from the replaced fp32 file
+
+
+def test_keep_fp32_of_an_unknown_node_is_a_usage_error():
+    from nascli.errors import UsageError
+    from nascli.export.onnx import export_bytes
+    from nascli.export.quantize import quantize, random_inputs
+
+    with pytest.raises(UsageError, match="no node named 'nope'"):
+        quantize(export_bytes(torch.nn.Conv2d(3, 4, 3), (8, 8)), random_inputs((8, 8), n=2), exclude=["nope"])

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from nascli.config import DataConfig
@@ -72,7 +71,6 @@ def _rel(path: Path, root: Path | None) -> str:
         return str(path)
 
 
-@torch.no_grad()
 def argmax_agreement(fp32_sess, int8_sess, inputs: list[np.ndarray]) -> float:
     """Share of pixels where the int8 and fp32 models' argmax agree, over `inputs`."""
     same = total = 0

@@ -77,11 +77,6 @@ def quantize(fp32: bytes, inputs: Sequence[np.ndarray], *, method: str = DEFAULT
     if not inputs:
         raise UsageError("no calibration inputs", hint="give at least one calibration image")
     exclude = list(exclude)
-    names = {n.name for n in onnx.load_from_string(fp32).graph.node}
-    unknown = [e for e in exclude if e not in names]
-    if unknown:
-        raise UsageError(f"--int8-keep-fp32: no node named {unknown[0]!r} in the model",
-                         hint="name nodes as export.json's int8.fp32_ops / onnx graph list them (e.g. /head/conv/Conv)")
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
     with tempfile.TemporaryDirectory(prefix="nascli-int8-") as tmp:
@@ -92,6 +87,13 @@ def quantize(fp32: bytes, inputs: Sequence[np.ndarray], *, method: str = DEFAULT
         except Exception as e:  # pre-processing is an optimisation: quantize the plain export instead
             log.warning("quant_pre_process failed (%s); quantizing the export as it is", _first_line(e))
             pre = src
+        # names as the quantizer sees them: after pre-processing, which may fuse nodes away
+        names = {n.name for n in onnx.load(str(pre)).graph.node}
+        unknown = [e for e in exclude if e not in names]
+        if unknown:
+            raise UsageError(f"--int8-keep-fp32: no node named {unknown[0]!r} in the model",
+                             hint="use a name export.json lists under int8.fp32_ops or the int8 model's graph "
+                                  "holds (e.g. /head/conv/Conv)")
         try:
             quantize_static(str(pre), str(out), _Reader(inputs), quant_format=QuantFormat.QDQ,
                             per_channel=per_channel, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
