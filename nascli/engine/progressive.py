@@ -239,6 +239,7 @@ class ProgressiveEvaluator(CandidateEvaluator):
         average.copy_to()
         recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen),
                        lambda b: decoder(b[0], b[1].shape[-2:]))
+        decoder.eval()  # recalibrate_bn leaves it so; said here because the metrics depend on it
         val = ((([t.to(self.device) if t is not None else None for t in taps], m.shape[-2:]), m.to(self.device))
                for taps, m in cache.val_batches())
         return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, self.recipe.data.ignore_index)
