@@ -51,6 +51,7 @@ def search(
     candidate_training: Annotated[Optional[str], typer.Option("--candidate-training", help="cached (frozen encoder, features computed once) or full.")] = None,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="fast-nas: checkpoint of a trained model to distil from (MSE on logits).")] = None,
+    allow_runtime_change: Annotated[bool, typer.Option("--allow-runtime-change", help="Resume on other --threads or --device than the search's records were made with (then not exactly what an uninterrupted search gives).")] = False,
     seed: options.Seed = None,
     device: options.Device = None,
     threads: options.Threads = None,
@@ -93,7 +94,8 @@ def search(
     if teacher is not None and not teacher.is_file():
         raise UsageError(f"option --teacher: {teacher} not found", hint="give a checkpoint written by `nascli train`")
     with SearchProgress(enabled=not quiet) as progress:
-        result = step.run(cfg, run, encoder_weights=encoder, progress=progress)
+        result = step.run(cfg, run, encoder_weights=encoder, progress=progress,
+                          allow_runtime_change=allow_runtime_change)
     _report(result, cfg, json_out)
 
 
