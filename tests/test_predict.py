@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 from pathlib import Path
@@ -39,7 +40,8 @@ def trained(tmp_path_factory, demo_data: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory, demo_data: Path) -> Path:
-    """Three images of three sizes and formats, a text file and a file that only claims to be a PNG."""
+    """Three images of three sizes and formats, a text file, a file that only claims to be a PNG and a truncated
+    PNG."""
     folder = tmp_path_factory.mktemp("images")
     images = sorted((demo_data / "JPEGImages").iterdir())
     shutil.copy(images[0], folder / "a.png")
@@ -47,7 +49,15 @@ def folder(tmp_path_factory, demo_data: Path) -> Path:
     Image.open(images[2]).convert("RGB").resize((44, 52)).save(folder / "c.jpg", quality=95)
     (folder / "notes.txt").write_text("not an image\n")
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
+    _truncated_png(images[3], folder / "d.png")  # looks like an image until it is decoded
     return folder
+
+
+def _truncated_png(source: Path, path: Path) -> Path:
+    buf = io.BytesIO()
+    Image.open(source).convert("RGB").save(buf, format="PNG")
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -101,10 +111,11 @@ def test_overlay_blends_the_image_with_the_class_colours(predicted, folder: Path
 def test_non_image_files_are_skipped_with_a_warning(predicted, folder: Path):
     out, err = predicted
     warnings = [line for line in err.splitlines() if "skipped" in line]
-    assert any("notes.txt" in line for line in warnings) and any("broken.png" in line for line in warnings), err
-    assert "2 non-image files skipped" in err
+    for name in ("notes.txt", "broken.png", "d.png"):
+        assert any(name in line for line in warnings), (name, err)
+    assert "3 files skipped" in err
     assert str(out) in err  # the command says where its outputs went
-    assert not list(out.glob("notes*")) and not list(out.glob("broken*"))
+    assert not list(out.glob("notes*")) and not list(out.glob("broken*")) and not list(out.glob("d_*"))
 
 
 @pytest.mark.parametrize("kind", ["checkpoint", "onnx"])
@@ -136,7 +147,7 @@ def test_a_list_file_source_relative_to_the_data_root(trained: Path, demo_data: 
     assert Path(doc["out_dir"]).name.endswith("-val")
 
 
-def _bad_source(kind: str, d: Path) -> Path:
+def _bad_source(kind: str, d: Path, demo_data: Path) -> Path:
     if kind == "list naming a missing image":
         (d / "l.txt").write_text("nowhere.png\n")
         return d / "l.txt"
@@ -144,17 +155,20 @@ def _bad_source(kind: str, d: Path) -> Path:
         (d / "empty").mkdir()
         (d / "empty" / "x.txt").write_text("x")
         return d / "empty"
+    if kind == "truncated image":
+        return _truncated_png(next((demo_data / "JPEGImages").iterdir()), d / "t.png")
     if kind == "broken image":
         (d / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 40)
         return d / "broken.png"
     return d / "missing.png"
 
 
-@pytest.mark.parametrize("kind,words", [("missing", "not found"), ("broken image", "cannot be read"),
-                                        ("folder without images", "no readable image"),
+@pytest.mark.parametrize("kind,words", [("missing", "not found"), ("broken image", "not an image file"),
+                                        ("truncated image", "cannot be read"),
+                                        ("folder without images", "holds no image"),
                                         ("list naming a missing image", "l.txt:1")])
-def test_unreadable_source_is_a_one_line_error(kind, words, trained: Path, tmp_path, run_cli):
-    r = run_cli("predict", "-r", trained, _bad_source(kind, tmp_path))
+def test_unreadable_source_is_a_one_line_error(kind, words, trained: Path, tmp_path, run_cli, demo_data):
+    r = run_cli("predict", "-r", trained, _bad_source(kind, tmp_path, demo_data))
     errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
     assert r.code == 3 and len(errors) == 1 and words in errors[0], r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("Hint: ") and "Traceback" not in r.stderr

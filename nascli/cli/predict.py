@@ -66,7 +66,7 @@ def predict(
         more = len(result.predictions) - len(rows)
         console.print_table(rows, title=f"{result.model.path} ({result.model.kind})"
                                         + (f", first 20 of {len(result.predictions)} images" if more > 0 else ""))
-    skipped = f"; {len(result.skipped)} non-image files skipped" if result.skipped else ""
+    skipped = f"; {len(result.skipped)} files skipped (see the warnings)" if result.skipped else ""
     console.say(f"wrote {len(result.predictions)} masks and overlays, legend.png and predictions.csv to "
                 f"{result.out_dir}{skipped} ({result.seconds:.1f} s)")
     console.next_step(f"open {result.out_dir}/*_overlay.png   or score the model: nascli eval -r {result.run_dir}")

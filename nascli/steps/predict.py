@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from nascli.config import Recipe
 from nascli.data.listfile import load_image
@@ -71,43 +71,57 @@ class PredictResult:
 
 
 # --- sources -----------------------------------------------------------------------------------------
-def find_images(source: Path, data_root: Path | None = None) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """(image paths to predict, [(skipped file, why)]). An image that cannot be read is a DataError when it
-    was named (SOURCE itself, a list line); in a folder it is skipped with a warning."""
+@dataclass
+class Source:
+    """The images to predict. `named`: every image was named (SOURCE itself, a list line), so one that cannot
+    be decoded is an error; in a folder it is skipped with a warning."""
+
+    images: list[Path]
+    skipped: list[tuple[Path, str]]
+    named: bool
+
+
+def find_images(source: Path, data_root: Path | None = None) -> Source:
+    """What SOURCE names. Files are only identified here (a header read); they are decoded once, when
+    predicted. DataError for a missing SOURCE, a folder without images or a named file that is no image."""
     source = Path(source)
     if not source.exists():
         raise DataError(f"SOURCE {source} not found", hint="give an image, a folder of images or a list file")
     if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith("."))
         images, skipped = [], []
-        for path in files:
-            why = _unreadable(path)
+        for path in sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")):
+            why = _not_an_image(path)
             if why is None:
                 images.append(path)
             else:
                 skipped.append((path, why))
                 log.warning("skipped %s: %s", path, why)
         if not images:
-            raise DataError(f"SOURCE {source} holds no readable image" + (f" ({len(skipped)} other files)" if skipped
-                                                                            else ""),
+            raise DataError(f"SOURCE {source} holds no image" + (f" (only {len(skipped)} other files)" if skipped
+                                                                   else ""),
                             hint="give a folder of image files (PNG, JPEG, ...), an image or a list file")
-        return images, skipped
+        return Source(images, skipped, named=False)
     if source.suffix.lower() in LIST_SUFFIXES:
-        return _list_images(source, data_root), []
-    load_image(source)  # a DataError naming the file if it is not a readable image
-    return [source], []
+        return Source(_list_images(source, data_root), [], named=True)
+    why = _not_an_image(source)
+    if why is not None:
+        raise DataError(f"SOURCE {source} is {why}", hint="give an image, a folder of images or a list file (.txt)")
+    return Source([source], [], named=True)
 
 
-def _unreadable(path: Path) -> str | None:
+def _not_an_image(path: Path) -> str | None:
+    """None if PIL identifies the file as an image (header only), else why not."""
     try:
-        load_image(path)
-    except DataError as e:
-        return "not a readable image" + (f" ({e.message.split('(', 1)[1]}" if "(" in e.message else "")
-    return None
+        with Image.open(path):
+            return None
+    except (UnidentifiedImageError, SyntaxError, ValueError):
+        return "not an image file"
+    except OSError as e:
+        return f"not readable ({e.strerror or e})"
 
 
 def _list_images(list_file: Path, data_root: Path | None) -> list[Path]:
-    """The first field of every line (blank lines and # comments skipped); each must be a readable image."""
+    """The first field of every line (blank lines and # comments skipped); each must be an image file."""
     try:
         lines = list_file.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as e:
@@ -124,10 +138,10 @@ def _list_images(list_file: Path, data_root: Path | None) -> list[Path]:
             raise DataError(f"{list_file}:{number}: expected `IMAGE` or `IMAGE MASK`, found {len(fields)} fields",
                             hint="one image path per line (spaces in paths are not supported)")
         path = Path(fields[0]) if Path(fields[0]).is_absolute() else base / fields[0]
-        try:
-            load_image(path)
-        except DataError as e:
-            raise DataError(f"{list_file}:{number}: {e.message}", hint=e.hint) from None
+        why = "not found" if not path.is_file() else _not_an_image(path)
+        if why is not None:
+            raise DataError(f"{list_file}:{number}: image {path} {why}",
+                            hint="check the path (relative to --data-root, else to the list's folder)")
         images.append(path)
     if not images:
         raise DataError(f"list file {list_file} names no image", hint="one image path per line")
@@ -170,7 +184,7 @@ def run(recipe: Recipe, run_dir: RunDir, source: Path, *, checkpoint: Path | Non
     device = setup_torch(recipe)
     path = Path(checkpoint) if checkpoint is not None else default_model(run_dir, onnx)
     model = load_model(path, device, recipe.threads)
-    images, skipped = find_images(Path(source), recipe.data.data_root)
+    found = find_images(Path(source), recipe.data.data_root)
     num_classes = int(model.meta["num_classes"])
     names = _class_names(model.meta, recipe, num_classes)
     transform = eval_transform(_model_data(recipe, model.meta))
@@ -182,17 +196,28 @@ def run(recipe: Recipe, run_dir: RunDir, source: Path, *, checkpoint: Path | Non
     predictions: list[Prediction] = []
     with run_dir.step("predict", interrupted="prediction interrupted; the masks written so far are kept",
                       model=str(path), source=str(source)) as done:
-        for i, (image_path, stem) in enumerate(zip(images, _unique_stems(images))):
-            image = load_image(image_path)
+        for i, (image_path, stem) in enumerate(zip(found.images, _unique_stems(found.images))):
+            progress({"event": "images", "done": i, "total": len(found.images)})
+            try:
+                image = load_image(image_path)  # the dataset's reader: what eval sees
+            except DataError as e:
+                if found.named:
+                    raise
+                found.skipped.append((image_path, e.message))
+                log.warning("skipped %s", e.message)
+                continue
             mask = predict_mask(model.predict, transform, image)
             predictions.append(_write(out, stem, image_path, image, mask, colours, num_classes))
-            progress({"event": "images", "done": i + 1, "total": len(images)})
+        progress({"event": "images", "done": len(found.images), "total": len(found.images)})
+        if not predictions:
+            raise DataError(f"SOURCE {source}: none of its {len(found.images)} images could be read",
+                            hint="the files are truncated or damaged: re-export them")
         legend = out / "legend.png"
         _write_png(legend, legend_image(names, colours))
         table = out / "predictions.csv"
         atomic_write_text(table, _csv(predictions, names, out))
-        done.update(model=str(path), images=len(predictions), skipped=len(skipped), out=str(out))
-    return PredictResult(run_dir.path, name, model, Path(source), out, predictions, skipped, legend, table,
+        done.update(model=str(path), images=len(predictions), skipped=len(found.skipped), out=str(out))
+    return PredictResult(run_dir.path, name, model, Path(source), out, predictions, found.skipped, legend, table,
                          time.perf_counter() - started)
 
 
