@@ -177,3 +177,10 @@ def test_unreadable_source_is_a_one_line_error(kind, words, trained: Path, tmp_p
 def test_onnx_and_checkpoint_together_is_a_usage_error(trained: Path, folder: Path, run_cli):
     r = run_cli("predict", "-r", trained, folder, "--onnx", "--checkpoint", trained / "x.pth")
     assert r.code == 2 and "--onnx and --checkpoint" in r.stderr
+
+
+def test_output_names_stay_unique():
+    from nascli.steps.predict import _unique_stems
+
+    paths = [Path("x/a.png"), Path("y/a.jpg"), Path("z/a-2.png"), Path("a.png")]
+    assert _unique_stems(paths) == ["a", "a-2", "a-2-2", "a-3"]

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
-from nascli.config import Recipe
+from nascli.config import DataConfig, Recipe
 from nascli.data.listfile import load_image
 from nascli.data.transforms import eval_transform
 from nascli.errors import DataError
@@ -215,7 +215,7 @@ def run(recipe: Recipe, run_dir: RunDir, source: Path, *, checkpoint: Path | Non
         legend = out / "legend.png"
         _write_png(legend, legend_image(names, colours))
         table = out / "predictions.csv"
-        atomic_write_text(table, _csv(predictions, names, out))
+        atomic_write_text(table, _csv(predictions, names))
         done.update(model=str(path), images=len(predictions), skipped=len(found.skipped), out=str(out))
     return PredictResult(run_dir.path, name, model, Path(source), out, predictions, found.skipped, legend, table,
                          time.perf_counter() - started)
@@ -232,7 +232,7 @@ def predict_mask(predict: Callable[[torch.Tensor], torch.Tensor], transform, ima
     return logits.argmax(1)[0].to(torch.uint8).cpu().numpy()
 
 
-def _model_data(recipe: Recipe, meta: dict[str, Any]):
+def _model_data(recipe: Recipe, meta: dict[str, Any]) -> DataConfig:
     """The run's data settings with the model's normalisation, as eval uses them."""
     d = recipe.data.model_copy()
     if meta.get("mean") and meta.get("std"):
@@ -249,11 +249,15 @@ def _class_names(meta: dict[str, Any], recipe: Recipe, num_classes: int) -> list
 
 def _unique_stems(images: list[Path]) -> list[str]:
     """Output names: each image's stem, with -2, -3 ... for a stem seen before (a list may mix folders)."""
-    seen: dict[str, int] = {}
+    taken: set[str] = set()
     stems = []
     for p in images:
-        n = seen[p.stem] = seen.get(p.stem, 0) + 1
-        stems.append(p.stem if n == 1 else f"{p.stem}-{n}")
+        stem, n = p.stem, 1
+        while stem in taken:
+            n += 1
+            stem = f"{p.stem}-{n}"
+        taken.add(stem)
+        stems.append(stem)
     return stems
 
 
@@ -278,7 +282,7 @@ def _write_png(path: Path, img: Image.Image) -> None:
     atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
-def _csv(predictions: list[Prediction], names: list[str], out: Path) -> str:
+def _csv(predictions: list[Prediction], names: list[str]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(["source", "mask", "overlay", "height", "width", *[f"pixels_{n}" for n in names]])
