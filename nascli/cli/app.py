@@ -64,6 +64,7 @@ def _register() -> None:
         export,
         models,
         pareto,
+        predict,
         pretrain,
         profile,
         search,
@@ -77,6 +78,7 @@ def _register() -> None:
     app.command("profile")(profile.profile)
     app.command("export")(export.export)
     app.command("pareto")(pareto.pareto)
+    app.command("predict")(predict.predict)
     app.command("models")(models.models)
     app.add_typer(data.app, name="data")
 
