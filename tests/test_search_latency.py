@@ -14,7 +14,8 @@ ENCODING = "_3104242330135120344"
 
 def candidate_cost(search: dict, input_size=(64, 64)) -> dict:
     recipe = build_recipe([("r.yml", {"data": {"input_size": list(input_size)}, "search": search})])
-    return CandidateEvaluator(recipe=recipe, num_classes=3, train=None, val=None, encoder_state={}).cost(ENCODING)
+    # cost() trains nothing; the evaluator reads only the training set's size (its candidate step budget)
+    return CandidateEvaluator(recipe=recipe, num_classes=3, train=[None] * 8, val=None, encoder_state={}).cost(ENCODING)
 
 
 def test_latency_is_measured_by_the_named_runtime_at_the_named_size(monkeypatch):
