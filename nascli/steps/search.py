@@ -27,7 +27,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from nascli.algorithms import get_algorithm
+from nascli.algorithms import ALGORITHMS, get_algorithm
 from nascli.config import Recipe, first_difference, recipe_to_yaml
 from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
@@ -62,7 +62,8 @@ COLUMNS = ["index", "encoding", "space", "phase", "parent", "status", "mIOU", "f
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
 # What a candidate's numbers depend on: a resumed search must match these. The budget, how the search
 # runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
-SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.", "fast_nas.")
+SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.") + tuple(
+    f"{a.section}." for a in ALGORITHMS.values() if a.section)
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
                      "data.workers", "candidate.cache_memory_gb")
 
