@@ -90,6 +90,29 @@ def _two_phase_budget(recipe) -> int:
     return recipe.search.random_samples + recipe.search.mutate_samples
 
 
+# --- the proxyless chain-backbone space (SPEC 3.3) --------------------------------------------------
+def _proxyless_space(recipe):
+    from nascli.spaces.proxyless import ProxylessSpace
+
+    return ProxylessSpace.from_config(recipe.proxyless)
+
+
+def _proxyless_strategy(recipe, space, evaluator):
+    from nascli.engine.supernet import DerivationStrategy
+
+    return DerivationStrategy(space, evaluator, recipe)
+
+
+def _supernet_evaluator(recipe, space, **kwargs):
+    from nascli.engine.supernet import SupernetEvaluator
+
+    return SupernetEvaluator(recipe=recipe, space=space, **kwargs)
+
+
+def _proxyless_budget(recipe) -> int:
+    return 1 + recipe.proxyless.front_samples  # the derived architecture, then the front
+
+
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("adelaide-ea", "segmentation", "Adelaide-EA-NAS: random phase, then one-position mutations of "
               "Pareto-front parents", _adelaide_space, _adelaide_ea, _candidate_evaluator, _two_phase_budget),
@@ -98,6 +121,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("fast-nas", "segmentation", "LSTM controller + PPO, progressive two-stage training",
               _adelaide_space, _fast_nas, _progressive_evaluator, lambda r: r.search.samples,
               section="fast_nas", check=_check_teacher),
+    Algorithm("proxyless", "segmentation", "one-shot latency-aware chain-backbone search (binary gates, "
+              "latency lookup table)", _proxyless_space, _proxyless_strategy, _supernet_evaluator,
+              _proxyless_budget, section="proxyless", shared_encoder=False),
 )}
 
 

@@ -82,6 +82,9 @@ class ChainLayer(nn.Module):
         self.ops = nn.ModuleDict({n: make_op(n, c_in, c_out, stride, expansion) for n in self.candidates})
         self.residual = stride == 1 and c_in == c_out
         self.active = 0  # index into candidates: the path this layer runs
+        # Set for a supernet's architecture step: (candidate indices, gate values); the output is
+        # sum_j gate_j * op_j(x), so gradients reach the gates (nascli.engine.supernet says how).
+        self.gate: tuple[Sequence[int], torch.Tensor] | None = None
 
     def run_op(self, x: torch.Tensor, index: int) -> torch.Tensor:
         name = self.candidates[index]
@@ -89,6 +92,9 @@ class ChainLayer(nn.Module):
         return y + x if self.residual and name not in (SKIP, "shuf") else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gate is not None:
+            indices, gates = self.gate
+            return sum(gates[j] * self.run_op(x, i) for j, i in enumerate(indices))
         return self.run_op(x, self.active)
 
 
@@ -207,3 +213,55 @@ def model_kwargs(cfg: ProxylessConfig, encoding: str, num_classes: int) -> dict:
 def supernet_kwargs(cfg: ProxylessConfig) -> dict:
     return dict(expansion=cfg.expansion, aspp_channels=cfg.aspp_channels, aspp_rates=list(cfg.aspp_rates),
                 decoder_channels=cfg.decoder_channels)
+
+
+# --- the latency table's entries (nascli.profile.lut) ----------------------------------------------
+class _Head(nn.Module):
+    """ASPP, decoder and the final resize: the fixed part after the backbone, timed as one entry."""
+
+    def __init__(self, aspp: ASPP, decoder: Decoder, size: tuple[int, int]):
+        super().__init__()
+        self.aspp, self.decoder, self.size = aspp, decoder, size
+
+    def forward(self, s32: torch.Tensor, s16: torch.Tensor, s8: torch.Tensor, s4: torch.Tensor) -> torch.Tensor:
+        logits = self.decoder(self.aspp(s32), [s16, s8, s4])
+        return F.interpolate(logits, size=self.size, mode="bilinear", align_corners=False)
+
+
+def _down(hw: tuple[int, int]) -> tuple[int, int]:
+    return (hw[0] + 1) // 2, (hw[1] + 1) // 2  # every stride-2 op here pads k // 2: ceil(size / 2)
+
+
+def lut_layout(space: ProxylessSpace, input_size: tuple[int, int], num_classes: int, *, expansion: int = 3,
+               aspp_channels: int = 64, aspp_rates: Sequence[int] = (2, 4, 6), decoder_channels: int = 48):
+    """(per layer: one Entry or None (skip, 0 ms) per choice; the fixed entries: stem and head)."""
+    from nascli.profile.lut import Entry, entry_key
+
+    size = (int(input_size[0]), int(input_size[1]))
+    hw = _down(size)
+    stem = Entry(entry_key("stem", (3, *size), (space.stem_channels, *hw), 2),
+                 lambda: nn.Sequential(nn.Conv2d(3, space.stem_channels, 3, 2, 1, bias=False),
+                                       *_bn_act(space.stem_channels, nn.Hardswish)), ((1, 3, *size),))
+    layers, taps = [], []
+    for layer in space.layers:
+        out_hw = _down(hw) if layer.stride == 2 else hw
+        row = []
+        for op in layer.choices:
+            if op == SKIP:
+                row.append(None)
+                continue
+            key = entry_key(op if expansion == 3 or not op.startswith("mb") else f"{op}e{expansion}",
+                            (layer.c_in, *hw), (layer.c_out, *out_hw), layer.stride)
+            row.append(Entry(key, lambda op=op, l=layer: ChainLayer([op], l.c_in, l.c_out, l.stride, expansion),
+                             ((1, layer.c_in, *hw),)))
+        layers.append(row)
+        hw = out_hw
+        if layer.index == space.depths[layer.stage] - 1:
+            taps.append((layer.c_out, *hw))
+    s4, s8, s16, s32 = taps
+    head_key = (f"head aspp{aspp_channels}r{'-'.join(map(str, aspp_rates))} dec{decoder_channels} cls{num_classes} "
+                + " ".join("x".join(map(str, t)) for t in (s32, s16, s8, s4)) + f" -> {size[0]}x{size[1]}")
+    head = Entry(head_key, lambda: _Head(ASPP(space.widths[3], aspp_channels, aspp_rates),
+                                         Decoder(space.widths[2::-1], aspp_channels, decoder_channels, num_classes),
+                                         size), tuple((1, *t) for t in (s32, s16, s8, s4)))
+    return layers, [stem, head]
