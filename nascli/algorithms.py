@@ -6,7 +6,8 @@ not an `if` in the loop. Factories import lazily, so reading the table costs not
 modules load only when that algorithm runs.
 
 A row's parts:
-- `space(recipe)`: the codec (no torch) whose `canonical()` is the dedup and CSV key;
+- `space`: the name of the row's space in `SPACES` (its codec, no torch, whose `canonical()` is the dedup
+  and CSV key, and the zoo builder a checkpoint of it is rebuilt by);
 - `strategy(recipe, space, evaluator)`: ask/tell over that space. A one-shot algorithm's strategy asks its
   evaluator (a supernet evaluator) for the subnets its trained distribution proposes;
 - `evaluator(recipe, space, **context)`: an encoding in, a record out (`CandidateEvaluator`'s interface);
@@ -27,11 +28,22 @@ from nascli.errors import UsageError
 
 
 @dataclass(frozen=True)
+class Space:
+    """A search space: its codec from a recipe, its zoo model and that model's kwargs for one encoding."""
+
+    name: str
+    codec: Callable[[Any], Any]
+    model: str
+    kwargs: Callable[[Any, str, int], dict]
+    hint: str
+
+
+@dataclass(frozen=True)
 class Algorithm:
     name: str
     task: str
     summary: str
-    space: Callable[[Any], Any]
+    space: str
     strategy: Callable[[Any, Any, Any], Any]
     evaluator: Callable[..., Any]
     budget: Callable[[Any], int]
@@ -45,6 +57,12 @@ def _adelaide_space(recipe):
     from nascli.spaces.adelaide import AdelaideSpace
 
     return AdelaideSpace(recipe.space.op_names)
+
+
+def _adelaide_kwargs(recipe, code: str, num_classes: int) -> dict:
+    from nascli.steps.train import adelaide_kwargs
+
+    return adelaide_kwargs(recipe, code, num_classes)
 
 
 def _adelaide_ea(recipe, space, evaluator):
@@ -97,6 +115,12 @@ def _proxyless_space(recipe):
     return ProxylessSpace.from_config(recipe.proxyless)
 
 
+def _proxyless_kwargs(recipe, code: str, num_classes: int) -> dict:
+    from nascli.zoo.proxyless import model_kwargs
+
+    return model_kwargs(recipe.proxyless, code, num_classes)
+
+
 def _proxyless_strategy(recipe, space, evaluator):
     from nascli.engine.supernet import DerivationStrategy
 
@@ -113,16 +137,24 @@ def _proxyless_budget(recipe) -> int:
     return 1 + recipe.proxyless.front_samples  # the derived architecture, then the front
 
 
+SPACES: dict[str, Space] = {s.name: s for s in (
+    Space("adelaide", _adelaide_space, "adelaide", _adelaide_kwargs,
+          "an Adelaide encoding is '_' + 19 base-36 digits, as in RUN/search/result.csv"),
+    Space("proxyless", _proxyless_space, "proxyless", _proxyless_kwargs,
+          "a proxyless encoding names each layer's op, '-' between layers and '.' between stages, e.g. "
+          "mb3-skip.sep3-dil5 (the recipe's proxyless: section gives the stages)"),
+)}
+
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("adelaide-ea", "segmentation", "Adelaide-EA-NAS: random phase, then one-position mutations of "
-              "Pareto-front parents", _adelaide_space, _adelaide_ea, _candidate_evaluator, _two_phase_budget),
-    Algorithm("random", "segmentation", "uniform samples, same budget", _adelaide_space, _random,
+              "Pareto-front parents", "adelaide", _adelaide_ea, _candidate_evaluator, _two_phase_budget),
+    Algorithm("random", "segmentation", "uniform samples, same budget", "adelaide", _random,
               _candidate_evaluator, _two_phase_budget),
     Algorithm("fast-nas", "segmentation", "LSTM controller + PPO, progressive two-stage training",
-              _adelaide_space, _fast_nas, _progressive_evaluator, lambda r: r.search.samples,
+              "adelaide", _fast_nas, _progressive_evaluator, lambda r: r.search.samples,
               section="fast_nas", check=_check_teacher),
     Algorithm("proxyless", "segmentation", "one-shot latency-aware chain-backbone search (binary gates, "
-              "latency lookup table)", _proxyless_space, _proxyless_strategy, _supernet_evaluator,
+              "latency lookup table)", "proxyless", _proxyless_strategy, _supernet_evaluator,
               _proxyless_budget, section="proxyless", shared_encoder=False),
 )}
 
@@ -133,3 +165,25 @@ def get_algorithm(name: str) -> Algorithm:
         raise UsageError(f"unknown --algo {name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""),
                          hint=f"use one of {', '.join(ALGORITHMS)}")
     return ALGORITHMS[name]
+
+
+def space_of(recipe) -> Any:
+    """The codec of the recipe's search space."""
+    return SPACES[get_algorithm(recipe.search.algo).space].codec(recipe)
+
+
+def encoded_model(recipe, text: str, num_classes: int, flag: str = "--encoding") -> tuple[str, dict, str]:
+    """(zoo model, its kwargs, canonical encoding) of an encoding: in the recipe's space, else in the first
+    other space it parses in (the two spellings cannot be confused); one-line error otherwise."""
+    from nascli.errors import EncodingError
+
+    first = SPACES[get_algorithm(recipe.search.algo).space]
+    problem = None
+    for entry in [first] + [s for s in SPACES.values() if s is not first]:
+        try:
+            code = entry.codec(recipe).canonical(text)
+        except ValueError as e:  # every codec's EncodingError is a ValueError
+            problem = problem or e
+            continue
+        return entry.model, entry.kwargs(recipe, code, num_classes), code
+    raise EncodingError(f"option {flag}: {problem}", hint=first.hint)

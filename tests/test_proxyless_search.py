@@ -242,3 +242,22 @@ def test_infeasible_budget_is_a_one_line_error_before_training(tmp_path, proxyle
     assert lines[1].startswith("Hint: raise --max-latency-ms")
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "r" / "search" / "supernet.pt").exists()
+
+
+def test_a_searched_subnet_trains_profiles_and_exports_from_the_run(tmp_path, proxyless_recipe, data_flags, run_cli,
+                                                                  monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    run = tmp_path / "run"
+    assert run_cli("search", "-r", run, "--recipe", proxyless_recipe, *data_flags, "--quiet").code == 0
+    best = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str}).sort_values("mIOU").iloc[-1]
+    out = run_cli("train", "-r", run, "--epochs", "1", "--quiet", "--json")
+    assert out.code == 0, out.stderr
+    assert json.loads(out.stdout)["encoding"] == best["encoding"]  # the search's best by mIoU
+    out = run_cli("export", "-r", run, "--onnx", "--quiet", "--json")
+    assert out.code == 0, out.stderr
+    other = "mb3-skip.mb5-shuf.dil3-skip-sep3.sep5-skip"
+    out = run_cli("profile", "-r", run, "--encoding", other, "--runs", "3", "--quiet", "--json")
+    assert out.code == 0, out.stderr
+    assert json.loads(out.stdout)["model"]["name"] == "proxyless"
+    out = run_cli("profile", "-r", run, "--encoding", other.replace("sep5-skip", "skip-skip"), "--quiet")
+    assert out.code == 3 and "stage 4 layer 1 cannot be skip" in out.stderr

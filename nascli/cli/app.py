@@ -60,6 +60,7 @@ def _register() -> None:
         data,
         eval,
         export,
+        lut,
         models,
         pareto,
         pretrain,
@@ -76,6 +77,7 @@ def _register() -> None:
     app.command("export")(export.export)
     app.command("pareto")(pareto.pareto)
     app.command("models")(models.models)
+    app.command("lut")(lut.lut)
     app.add_typer(data.app, name="data")
 
 

@@ -57,7 +57,7 @@ from nascli.engine.loops import DivergedError, make_optimizer, make_scheduler, r
 from nascli.errors import ConfigError, RunDirError
 from nascli.faults import fault_point
 from nascli.profile.cost import count_macs, count_params
-from nascli.profile.lut import LatencyTable, expected_latency, fingerprint
+from nascli.profile.lut import OVERHEAD, LatencyTable, expected_latency, fingerprint
 from nascli.rundir import atomic_write
 from nascli.seeding import derive_seed
 from nascli.spaces.proxyless import ProxylessSpace
@@ -88,8 +88,8 @@ class LatencyModel:
     @classmethod
     def from_table(cls, table: LatencyTable, layout) -> "LatencyModel":
         layers, fixed = layout
-        return cls([[0.0 if e is None else table[e.key] for e in row] for row in layers],
-                   sum(table[e.key] for e in fixed))
+        return cls([[0.0 if e is None else table.net(e.key) for e in row] for row in layers],
+                   table.predict([e.key for e in fixed]))  # the fixed parts carry the one call overhead
 
     def predict(self, path: Sequence[int]) -> float:
         return self.fixed + sum(row[i] for row, i in zip(self.per_layer, path))
@@ -201,7 +201,7 @@ class SupernetEvaluator:
             return LatencyTable.load(own)
         table = LatencyTable.open(fp, Path(self.cfg.lut_file) if self.cfg.lut_file else None)
         layers, fixed = self._layout()
-        entries = [e for row in layers for e in row if e is not None] + list(fixed)
+        entries = [e for row in layers for e in row if e is not None] + list(fixed) + [OVERHEAD]
         todo = len(table.missing(entries))
         if todo:
             log.info("latency table: measuring %d entries at %s (%s, %d threads) into %s", todo,

@@ -27,7 +27,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
-from nascli.algorithms import ALGORITHMS, get_algorithm
+from nascli.algorithms import ALGORITHMS, SPACES, get_algorithm
 from nascli.config import Recipe, first_difference, recipe_to_yaml
 from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
@@ -176,7 +176,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
     started = time.perf_counter()
     sdir = run_dir.sub("search")
     algorithm = get_algorithm(recipe.search.algo)
-    space = algorithm.space(recipe)
+    space = SPACES[algorithm.space].codec(recipe)
     seed = recipe.seed
     records_path, state_path = sdir / "records.jsonl", sdir / "strategy.pt"
     records = read_jsonl(records_path)
