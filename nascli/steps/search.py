@@ -107,6 +107,9 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     validate_lists(recipe)
     encoder_source = _encoder_source(run_dir, encoder_weights)
     algorithm = get_algorithm(recipe.search.algo)
+    if encoder_weights is not None and not algorithm.shared_encoder:
+        raise UsageError(f"option --encoder: --algo {algorithm.name} searches its own backbone; it takes no encoder",
+                         hint="drop --encoder")
     if algorithm.check is not None:
         algorithm.check(recipe)
     progress = progress or (lambda event: None)
