@@ -22,7 +22,7 @@ import pandas as pd
 from nascli.config import Recipe
 from nascli.engine.evaluator import size_str
 from nascli.engine.supernet import LatencyModel
-from nascli.errors import UsageError
+from nascli.errors import EncodingError, UsageError
 from nascli.profile.latency import torch_latency
 from nascli.profile.lut import OVERHEAD, LatencyTable, fingerprint
 from nascli.profile.onnx_latency import onnxruntime_latency
@@ -54,7 +54,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, en
     s, cfg = recipe.search, recipe.proxyless
     space = ProxylessSpace.from_config(cfg)
     size = tuple(s.latency_size or recipe.data.input_size)
-    codes = [space.canonical(e) for e in encodings or []]  # bad ones fail before anything is measured
+    try:  # bad encodings fail before anything is measured
+        codes = [space.canonical(e) for e in encodings or []]
+    except ValueError as e:
+        raise EncodingError(f"option --encoding: {e}", hint="encodings of this recipe's proxyless: space") from None
     fp = fingerprint(s.latency_runtime, s.latency_threads, recipe.device)
     table = LatencyTable.open(fp, Path(cfg.lut_file) if cfg.lut_file else None)
     layout = lut_layout(space, size, num_classes, **supernet_kwargs(cfg))
