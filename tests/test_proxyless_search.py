@@ -261,3 +261,25 @@ def test_a_searched_subnet_trains_profiles_and_exports_from_the_run(tmp_path, pr
     assert json.loads(out.stdout)["model"]["name"] == "proxyless"
     out = run_cli("profile", "-r", run, "--encoding", other.replace("sep5-skip", "skip-skip"), "--quiet")
     assert out.code == 3 and "stage 4 layer 1 cannot be skip" in out.stderr
+
+
+def test_lut_command_measures_once_and_checks_whole_subnets(tmp_path, proxyless_recipe, run_cli, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    argv = ["lut", "-r", tmp_path / "run", "--recipe", proxyless_recipe, "--num-classes", "3", "--runs", "2",
+            "--quiet", "--json"]
+    first = run_cli(*argv, "--check", "3")
+    assert first.code == 0, first.stderr
+    out = json.loads(first.stdout)
+    assert out["measured_now"] == out["entries"] > 0 and len(out["check"]) == 3
+    assert set(out["summary"]) == {"subnets", "median_abs_error_pct", "spearman"}
+    for row in out["check"]:
+        assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
+        assert row["error_pct"] == pytest.approx(100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"],
+                                                 abs=0.05)
+    assert Path(out["table_file"]).is_file() and Path(out["file"]).is_file()
+    again = json.loads(run_cli(*argv).stdout)
+    assert again["measured_now"] == 0 and again["table_file"] == out["table_file"]  # cached per fingerprint
+    other = json.loads(run_cli(*argv, "--threads", "2").stdout)
+    assert other["measured_now"] == other["entries"] and other["table_file"] != out["table_file"]
+    bad = run_cli(*argv, "--encoding", "mb3")
+    assert bad.code == 3 and "option --encoding" in bad.stderr
