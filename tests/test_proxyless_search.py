@@ -44,6 +44,7 @@ proxyless:
   checkpoint_steps: 2
   lut_runs: 3
 """
+slow = pytest.mark.slow
 CFG = ProxylessConfig(stem_channels=8, widths=[8, 16, 24, 32], depths=[2, 2, 3, 2], aspp_channels=8,
                       decoder_channels=8, expansion=2)
 
@@ -176,8 +177,8 @@ def proxyless_recipe(tmp_path: Path) -> Path:
     return path
 
 
-def _search(run: Path, recipe: Path, data_flags: list[str], cache: Path, kill_at: str | None = None,
-            extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+def _search(run: Path, recipe: Path, data_flags: list[str], cache: Path,
+            kill_at: str | None = None) -> subprocess.CompletedProcess:
     import os
 
     env = {k: v for k, v in os.environ.items() if k != KILL_AT}
@@ -185,36 +186,59 @@ def _search(run: Path, recipe: Path, data_flags: list[str], cache: Path, kill_at
     if kill_at:
         env[KILL_AT] = kill_at
     argv = [sys.executable, "-m", "nascli", "search", "-r", str(run), "--recipe", str(recipe), *data_flags,
-            "--quiet", *extra]
+            "--quiet"]
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
 
 
-def test_search_writes_tables_and_sigkills_resume_to_the_same_architecture(tmp_path, proxyless_recipe, data_flags,
-                                                                           run_cli, monkeypatch):
-    cache = tmp_path / "cache"
-    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
-    ref = run_cli("search", "-r", tmp_path / "ref", "--recipe", proxyless_recipe, *data_flags, "--quiet")
-    assert ref.code == 0, ref.stderr
-    sdir = tmp_path / "ref" / "search"
-    result = pd.read_csv(sdir / "result.csv", dtype={"encoding": str})
-    front = pd.read_csv(sdir / "pareto_front.csv", dtype={"encoding": str})
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, demo_data) -> Path:
+    """An uninterrupted tiny proxyless search (its own process): the search directory."""
+    tmp = tmp_path_factory.mktemp("proxyless-ref")
+    recipe = tmp / "proxyless.yml"
+    recipe.write_text(TINY_PROXYLESS)
+    out = _search(tmp / "ref", recipe, _flags(demo_data), tmp / "cache")
+    assert out.returncode == 0, out.stderr
+    return tmp / "ref" / "search"
+
+
+def _flags(data: Path) -> list[str]:
+    return ["--data-root", str(data), "--train-list", str(data / "train.txt"), "--val-list", str(data / "val.txt")]
+
+
+def _same_search(a: Path, b: Path) -> None:
+    ra, rb = (pd.read_csv(d / "result.csv", dtype={"encoding": str}) for d in (a, b))
+    assert list(ra["encoding"]) == list(rb["encoding"]) and list(ra["mIOU"]) == list(rb["mIOU"])
+    alphas = [torch.load(d / "supernet.pt", weights_only=True)["alphas"] for d in (a, b)]
+    assert all(torch.equal(x, y) for x, y in zip(*alphas))
+
+
+def test_search_writes_result_and_front_with_space_and_latency_columns(reference):
+    result = pd.read_csv(reference / "result.csv", dtype={"encoding": str})
+    front = pd.read_csv(reference / "pareto_front.csv", dtype={"encoding": str})
     assert list(result["phase"]) == ["derived", "sampled", "sampled", "sampled"]
     assert set(result["space"]) == {"proxyless"} and result["encoding"].is_unique
     assert result["latency_pred_ms"].notna().all() and (result["status"] == "ok").all()
+    assert (result["latency_ms"] == result["latency_pred_ms"]).all()  # the objective is the table's prediction
+    assert result["latency_measured_ms"].notna().all()  # objectives include latency: subnets are timed whole too
     assert set(front["encoding"]) <= set(result["encoding"]) and len(front) >= 1
-    lut = json.loads((sdir / "lut.json").read_text())
+    lut = json.loads((reference / "lut.json").read_text())
     assert lut["fingerprint"]["runtime"] == "torch" and lut["fingerprint"]["threads"] == 1
+    alphas = torch.load(reference / "supernet.pt", weights_only=True)["alphas"]
+    assert any(a.abs().sum() > 0 for a in alphas)  # the architecture steps did move alpha
     # A checkpoint rebuilds its subnet from (space, encoding) alone.
     from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    ckpt = load_checkpoint(sdir / result.loc[0, "weights"])
+    ckpt = load_checkpoint(reference / result.loc[0, "weights"])
     assert ckpt["model"]["name"] == "proxyless" and ckpt["meta"]["encoding"] == result.loc[0, "encoding"]
     net = model_from_checkpoint(ckpt).eval()
     assert net(torch.randn(1, 3, 40, 40)).shape == (1, 6, 40, 40)
 
+
+def test_sigkills_in_warm_up_and_in_the_search_phase_resume_to_the_same_architecture(tmp_path, reference,
+                                                                                      proxyless_recipe, data_flags):
     # 19 weight images at batch 8: 3 weight steps an epoch; epoch 0 is warm-up, epochs 1-2 alternate with
     # architecture steps. A checkpoint is written every 2 steps, so the first kill resumes from step 2.
-    run = tmp_path / "killed"
+    run, cache = tmp_path / "killed", reference.parents[1] / "cache"
     killed = _search(run, proxyless_recipe, data_flags, cache, kill_at="supernet_step:3")
     assert killed.returncode == -9
     state = torch.load(run / "search" / "supernet.pt", weights_only=True)
@@ -225,18 +249,42 @@ def test_search_writes_tables_and_sigkills_resume_to_the_same_architecture(tmp_p
     assert state["position"]["arch_steps"] >= 2 and not state["position"]["done"]  # died in the search phase
     done = _search(run, proxyless_recipe, data_flags, cache)
     assert done.returncode == 0, done.stderr
-    resumed = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str})
-    assert list(resumed["encoding"]) == list(result["encoding"])
-    assert list(resumed["mIOU"]) == list(result["mIOU"])
-    a_ref = torch.load(sdir / "supernet.pt", weights_only=True)["alphas"]
-    a_res = torch.load(run / "search" / "supernet.pt", weights_only=True)["alphas"]
-    assert all(torch.equal(x, y) for x, y in zip(a_ref, a_res))
-    assert any(x.abs().sum() > 0 for x in a_ref)  # the architecture steps did move alpha
+    _same_search(reference, run / "search")
 
 
-def test_infeasible_budget_is_a_one_line_error_before_training(tmp_path, proxyless_recipe, data_flags):
-    out = _search(tmp_path / "r", proxyless_recipe, data_flags, tmp_path / "cache", extra=("--max-latency-ms", "0.001"))
-    assert out.returncode == 3
+@slow
+def test_kill_between_an_epochs_last_step_and_its_end_resumes_the_same(tmp_path, reference, proxyless_recipe,
+                                                                        data_flags):
+    # supernet.pt writes: step 2, end of epoch 1, step 4, step 6 (epoch 2's last: position (1, 3)), end of
+    # epoch 2. Dying in the 5th leaves position (1, 3): the resumed epoch has no step left to run.
+    run, cache = tmp_path / "killed", reference.parents[1] / "cache"
+    killed = _search(run, proxyless_recipe, data_flags, cache, kill_at="atomic_write:supernet.pt:5")
+    assert killed.returncode == -9
+    assert torch.load(run / "search" / "supernet.pt", weights_only=True)["position"] == {
+        "epoch": 1, "step": 3, "arch_steps": 3, "done": False}
+    done = _search(run, proxyless_recipe, data_flags, cache)
+    assert done.returncode == 0, done.stderr
+    _same_search(reference, run / "search")
+
+
+@slow
+def test_kill_while_scoring_the_front_recovers_without_training_again(tmp_path, reference, proxyless_recipe,
+                                                                       data_flags):
+    run, cache = tmp_path / "killed", reference.parents[1] / "cache"
+    killed = _search(run, proxyless_recipe, data_flags, cache, kill_at="search_recorded:2")
+    assert killed.returncode == -9
+    before = (run / "search" / "supernet.pt").stat().st_mtime_ns
+    done = _search(run, proxyless_recipe, data_flags, cache)
+    assert done.returncode == 0, done.stderr
+    assert (run / "search" / "supernet.pt").stat().st_mtime_ns == before  # the finished supernet is not retrained
+    _same_search(reference, run / "search")
+
+
+def test_infeasible_budget_is_a_one_line_error_before_training(tmp_path, proxyless_recipe, data_flags, run_cli,
+                                                               monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = run_cli("search", "-r", tmp_path / "r", "--recipe", proxyless_recipe, *data_flags, "--max-latency-ms", "0.001")
+    assert out.code == 3
     lines = [l for l in out.stderr.splitlines() if l.startswith(("Error", "Hint"))]
     assert lines[0].startswith("Error: latency budget 0.001 ms is infeasible: the fastest subnet of this space takes")
     assert lines[1].startswith("Hint: raise --max-latency-ms")

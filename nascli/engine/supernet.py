@@ -53,7 +53,7 @@ from nascli.config import Recipe
 from nascli.data.listfile import SegmentationDataset
 from nascli.engine.checkpoint import safe_load, save_checkpoint
 from nascli.engine.evaluator import evaluate_model, metric_fields, size_str
-from nascli.engine.loops import DivergedError, make_optimizer, make_scheduler, recalibrate_bn, seg_loss
+from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss
 from nascli.errors import ConfigError, RunDirError
 from nascli.faults import fault_point
 from nascli.profile.cost import count_macs, count_params
@@ -253,6 +253,7 @@ class SupernetEvaluator:
         order = torch.randperm(len(self.train), generator=gen).tolist()
         bs = self.recipe.candidate.batch_size
         batches = [order[i:i + bs] for i in range(0, len(order), bs)][:self.cfg.bn_batches]
+        self.train.set_epoch(0)  # the same augmented views whether the supernet was trained or loaded here
         recalibrate_bn(net, (self._batch(b)[0] for b in batches))
         metrics = evaluate_model(net, self.val, self.num_classes, self.recipe.data.ignore_index, bs, self.device)
         out = {"status": "ok", **metric_fields(metrics), "train_seconds": round(time.perf_counter() - started, 2)}
@@ -343,6 +344,7 @@ class SupernetEvaluator:
         ignore = recipe.data.ignore_index
         norm = self.budget or float(self.latency.expected([torch.zeros_like(a) for a in alphas]))
         a_batches = self._batches(a_idx, 0xA4C, 0)
+        last_loss = float("nan")  # an epoch resumed after its last step runs no step
         while not pos["done"] and pos["epoch"] < epochs:
             epoch = pos["epoch"]
             self.train.set_epoch(epoch)
@@ -358,11 +360,13 @@ class SupernetEvaluator:
                 x, y = self._batch(batches[step])
                 loss = seg_loss(net(x), y, ignore)
                 if not torch.isfinite(loss):
-                    raise DivergedError(f"supernet loss became {loss.item()} at epoch {epoch} step {step}")
+                    raise ConfigError(f"supernet training diverged: the loss became {loss.item()} at epoch {epoch + 1} "
+                                      f"step {step + 1}", hint="lower candidate.lr (the supernet's learning rate)")
                 w_opt.zero_grad(set_to_none=True)
                 loss.backward()
                 w_opt.step()
                 sched.step()
+                last_loss = loss.item()
                 fault_point("supernet_step")
                 if not warm and (step + 1) % cfg.arch_every == 0:
                     k = pos["arch_steps"]
@@ -375,7 +379,7 @@ class SupernetEvaluator:
                         self.history.append({"epoch": epoch, "arch_step": k, **arch})
                 pos["step"] = step + 1
                 self.progress({"event": "supernet", "epoch": epoch, "epochs": epochs, "step": step + 1,
-                               "steps": len(batches), "warmup": warm, "loss": loss.item()})
+                               "steps": len(batches), "warmup": warm, "loss": last_loss})
                 if (t + 1) % cfg.checkpoint_steps == 0:
                     save()
             pos["epoch"], pos["step"] = epoch + 1, 0
@@ -383,7 +387,7 @@ class SupernetEvaluator:
             with torch.no_grad():
                 exp = float(self.latency.expected(alphas))
             log.info("supernet epoch %d/%d (%s): last loss %.4f, E[latency] %.3f ms", epoch + 1, epochs,
-                     "warm-up" if warm else "search", loss.item() if batches else float("nan"), exp)
+                     "warm-up" if warm else "search", last_loss, exp)
         if not pos["done"]:
             save(done=True)
         net.eval()
