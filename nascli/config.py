@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -83,6 +83,9 @@ class DataConfig(_Section):
     std: tuple[float, float, float] = IMAGENET_STD
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
     workers: int = Field(0, ge=0)
+    # A model is flagged degenerate when it predicts one class only, or gives (almost) no pixel to a class
+    # covering at least this share of the labelled pixels (nascli.engine.metrics.degeneracy).
+    degenerate_share: float = Field(0.02, gt=0, le=1)
 
     @field_validator("input_size")
     @classmethod
@@ -94,7 +97,15 @@ class TrainConfig(_Section):
     """How one network is trained: a candidate during search, or the final model in `train`."""
 
     epochs: int = Field(2, ge=1)
+    # At least this many optimiser steps: on a small training list the epochs are raised to reach it
+    # (24 images at batch 16 are 2 steps an epoch; 2 epochs of that train nothing).
+    min_steps: int = Field(0, ge=0)
     batch_size: int = Field(16, ge=1)
+    # ce: cross-entropy; dice: soft Dice over the classes in the batch; ce+dice: their sum. Dice (or
+    # class_weights) for imbalanced classes: plain cross-entropy lets a small class be ignored.
+    loss: Literal["ce", "dice", "ce+dice"] = "ce"
+    # none, median_frequency (from the training masks' pixel histogram), or one weight per class.
+    class_weights: Union[Literal["none", "median_frequency"], list[float]] = "none"
     optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = Field(3e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -178,9 +189,10 @@ class Recipe(_Section):
     space: SpaceConfig = Field(default_factory=SpaceConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     search: SearchConfig = Field(default_factory=SearchConfig)
-    candidate: TrainConfig = Field(default_factory=lambda: TrainConfig(loss_at="logits"))
-    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, mode="full", lr=1e-3, cache_views=1))
-    pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, mode="full", lr=1e-3))
+    candidate: TrainConfig = Field(default_factory=lambda: TrainConfig(loss_at="logits", min_steps=60))
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=30, mode="full", lr=1e-3, cache_views=1,
+                                                                   min_steps=300))
+    pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, mode="full", lr=1e-3, min_steps=200))
     fast_nas: FastNasConfig = Field(default_factory=FastNasConfig)
     proxyless: ProxylessConfig = Field(default_factory=ProxylessConfig)  # beside its space: nascli/spaces/proxyless.py
 

@@ -12,10 +12,11 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       search/candidates/NNNN/  search: record.json + weights.pth of candidate NNNN
       search/result.csv        search: every candidate (rewritten from records.jsonl)
       search/pareto_front.csv  search: the non-dominated candidates
-      train/last.pth best.pth  train: checkpoints that rebuild their model (+ metrics.csv, config.yaml)
-      eval/<model>-<list>/     eval: metrics.json (mIoU & co) and per_class.csv
-      profile/<model>-<HxW>-<device>.json   profile: params, MACs, latency
-      export/model.onnx        export: ONNX model (+ export.json)
+      train/latest.json        train: which model was trained last (nascli.steps.trained)
+      train/<model>/           train: last.pth best.pth (rebuild their model), metrics.csv, config.yaml
+      eval/<checkpoint>-<list>/   eval: metrics.json (mIoU & co) and per_class.csv
+      profile/<checkpoint>-<HxW>-<device>.json   profile: params, MACs, latency
+      export/<model>/model.onnx   export: ONNX model (+ export.json)
       pareto/pareto.csv .png   pareto: front table and plot
 
 All writes go through `atomic_*` (temporary file in the same folder, fsync, `os.replace`), so a crash
@@ -220,6 +221,27 @@ class RunDir:
             self._lock_file = None
             fcntl.flock(f.fileno(), fcntl.LOCK_UN)
             f.close()
+
+    def check_free(self) -> None:
+        """Fail now (one line) if another process holds this run directory, before any slow check runs;
+        creates nothing. Taking the lock later can still fail if a process starts in between."""
+        lock = self.path / ".lock"
+        if not lock.is_file():
+            return
+        try:
+            f = open(lock, "r")
+        except OSError:
+            return  # unreadable here: `lock` itself reports it
+        with f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    holder = f.read().strip() or "another process"
+                    raise RunDirError(f"run directory {self.path} is in use by {holder}",
+                                      hint="wait for that process to finish, or use another -r/--run-dir") from None
+                return
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
     # --- status --------------------------------------------------------------------------------
     def status_path(self, step: str) -> Path:

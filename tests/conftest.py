@@ -48,7 +48,8 @@ def run_cli(capsys: pytest.CaptureFixture) -> Callable[..., CliResult]:
 
 
 TINY_RECIPE = """\
-# Small enough that a candidate trains in about a second on a laptop CPU.
+# Small enough that a candidate trains in about a second on a laptop CPU. min_steps 0: these trainings are
+# deliberately a few steps long (the defaults would raise them to 60-300 steps).
 space:
   agg_size: 8
 data:
@@ -56,14 +57,17 @@ data:
 candidate:
   batch_size: 8
   epochs: 1
+  min_steps: 0
   cache_views: 1
 threads: 1                # tiny models: one thread is faster than two fighting over busy cores
 train:
   batch_size: 8
   epochs: 1
+  min_steps: 0
 pretrain:
   batch_size: 8
   epochs: 1
+  min_steps: 0
 """
 
 

@@ -26,10 +26,15 @@ threads: 1
 space: {agg_size: 8}
 data: {input_size: [48, 48]}
 search: {random_samples: 2, mutate_samples: 1}
-candidate: {epochs: 1, batch_size: 8}
-train: {epochs: 2, batch_size: 8}
-pretrain: {epochs: 1, batch_size: 8}
+candidate: {epochs: 1, batch_size: 8, min_steps: 0}
+train: {epochs: 2, batch_size: 8, min_steps: 0}
+pretrain: {epochs: 1, batch_size: 8, min_steps: 0}
 """
+def trained(run: Path) -> str:
+    """The folder name of the run's latest trained model (RUN/train/<name>/)."""
+    return json.loads((run / "train" / "latest.json").read_text())["label"]
+
+
 CHAIN = ["search", "pareto", "train", "eval", "profile", "export", "eval --onnx"]
 
 
@@ -72,10 +77,12 @@ def test_every_command_succeeds_and_names_the_next_one(chain):
         assert "Traceback" not in err
         assert "wrote" in err or "candidates in" in err, f"{command} does not say what it wrote: {err}"
         assert "Next: " in err, command
+    m = trained(run)  # the trained model's folder name: one per model under train/ and export/
     for path in ["pretrain/encoder.pth", "search/result.csv", "pareto/pareto.csv", "pareto/pareto.png",
-                 "train/best.pth", "train/last.pth", "train/metrics.csv", "eval/train-best-val/metrics.json",
-                 "eval/train-best-val/per_class.csv", "export/model.onnx", "export/export.json",
-                 "eval/export-model-onnx-val/metrics.json", "profile/train-best-48x48-cpu.json"]:
+                 f"train/{m}/best.pth", f"train/{m}/last.pth", f"train/{m}/metrics.csv",
+                 f"eval/train-{m}-best-val/metrics.json", f"eval/train-{m}-best-val/per_class.csv",
+                 f"export/{m}/model.onnx", f"export/{m}/export.json", f"eval/export-{m}-model-onnx-val/metrics.json",
+                 f"profile/train-{m}-best-48x48-cpu.json"]:
         assert (run / path).is_file(), path
     for step in ["pretrain", "search", "train", "eval", "profile", "export", "pareto"]:
         assert json.loads((run / "status" / f"{step}.json").read_text())["state"] == "done", step
@@ -83,7 +90,7 @@ def test_every_command_succeeds_and_names_the_next_one(chain):
 
 def test_later_steps_inherit_data_and_encoder_through_the_run_directory(chain, demo_data):
     run, results = chain
-    config = yaml.safe_load((run / "train" / "config.yaml").read_text())
+    config = yaml.safe_load((run / "train" / trained(run) / "config.yaml").read_text())
     assert Path(config["data"]["val_list"]) == (demo_data / "val.txt").resolve()
     assert config["space"]["agg_size"] == 8 and config["train"]["epochs"] == 2
     from nascli.engine.checkpoint import load_checkpoint
@@ -91,29 +98,32 @@ def test_later_steps_inherit_data_and_encoder_through_the_run_directory(chain, d
     assert load_checkpoint(run / "search" / "encoder.pth")["meta"]["source"].endswith("pretrain/encoder.pth")
     assert "pretrain/encoder.pth" in results["search"][2]  # and says so
     assert "encoder initialised from" in results["train"][2] and "pretrain/encoder.pth" in results["train"][2]
-    metrics = json.loads((run / "eval" / "train-best-val" / "metrics.json").read_text())
+    metrics = json.loads((run / "eval" / f"train-{trained(run)}-best-val" / "metrics.json").read_text())
     assert Path(metrics["list"]) == (demo_data / "val.txt").resolve() and metrics["images"] == 8
 
 
 def test_train_took_the_search_best_and_logged_each_epoch_once(chain):
     run, _ = chain
     result = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str})
-    best = result.loc[result["mIOU"].idxmax(), "encoding"]
+    sound = result[~result["degenerate"].astype(bool)]  # degenerate candidates are skipped unless all are
+    best = (sound if len(sound) else result).sort_values("mIOU", ascending=False)["encoding"].iloc[0]
     from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    ckpt = load_checkpoint(run / "train" / "best.pth")
+    assert trained(run) == f"adelaide-{best.lstrip('_')}"
+    ckpt = load_checkpoint(run / "train" / trained(run) / "best.pth")
     assert ckpt["meta"]["encoding"] == best and ckpt["model"]["name"] == "adelaide"
     assert ckpt["meta"]["class_names"][0] == "background" and ckpt["meta"]["input_size"] == [48, 48]
-    metrics = pd.read_csv(run / "train" / "metrics.csv")
+    metrics = pd.read_csv(run / "train" / trained(run) / "metrics.csv")
     assert list(metrics["epoch"]) == [1, 2]
-    model = model_from_checkpoint(torch.load(run / "train" / "last.pth", weights_only=True)).eval()
+    model = model_from_checkpoint(torch.load(run / "train" / trained(run) / "last.pth", weights_only=True)).eval()
     assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 6, 48, 48)
 
 
 def test_onnx_model_scores_like_the_pytorch_model(chain):
     run, _ = chain
-    torch_m = json.loads((run / "eval" / "train-best-val" / "metrics.json").read_text())
-    onnx_m = json.loads((run / "eval" / "export-model-onnx-val" / "metrics.json").read_text())
+    m = trained(run)
+    torch_m = json.loads((run / "eval" / f"train-{m}-best-val" / "metrics.json").read_text())
+    onnx_m = json.loads((run / "eval" / f"export-{m}-model-onnx-val" / "metrics.json").read_text())
     assert onnx_m["kind"] == "onnxruntime" and torch_m["kind"] == "pytorch"
     assert abs(onnx_m["miou"] - torch_m["miou"]) < 1e-3
     assert abs(onnx_m["pixel_acc"] - torch_m["pixel_acc"]) < 1e-3
@@ -121,7 +131,7 @@ def test_onnx_model_scores_like_the_pytorch_model(chain):
 
 def test_profile_json_has_cost_latency_threads_and_versions(chain):
     run, _ = chain
-    report = json.loads((run / "profile" / "train-best-48x48-cpu.json").read_text())
+    report = json.loads((run / "profile" / f"train-{trained(run)}-best-48x48-cpu.json").read_text())
     assert report["params"] > 0 and report["macs"] > 0 and report["input_size"] == [48, 48]
     for runtime in ("eager", "onnxruntime"):
         lat = report[runtime]
@@ -168,7 +178,7 @@ def test_exported_model_alone_in_a_fresh_interpreter_matches_pytorch(chain, demo
     """Acceptance 2: onnxruntime + numpy + PIL only, on the validation images."""
     run, _ = chain
     out = tmp_path / "ort.npz"
-    done = subprocess.run([sys.executable, "-c", FRESH, run / "export" / "model.onnx", demo_data,
+    done = subprocess.run([sys.executable, "-c", FRESH, run / "export" / trained(run) / "model.onnx", demo_data,
                            demo_data / "val.txt", out], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     info = json.loads(done.stdout.strip().splitlines()[-1])
@@ -176,11 +186,11 @@ def test_exported_model_alone_in_a_fresh_interpreter_matches_pytorch(chain, demo
     data = np.load(out)
     from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model = model_from_checkpoint(load_checkpoint(run / "train" / "best.pth")).eval()
+    model = model_from_checkpoint(load_checkpoint(run / "train" / trained(run) / "best.pth")).eval()
     with torch.no_grad():
         ref = model(torch.from_numpy(data["inputs"])).numpy()
     agreement = (ref.argmax(1) == data["logits"].argmax(1)).mean()
-    tolerance = json.loads((run / "export" / "export.json").read_text())["tolerance"]
+    tolerance = json.loads((run / "export" / trained(run) / "export.json").read_text())["tolerance"]
     assert agreement >= 0.999
     assert np.abs(ref - data["logits"]).max() <= tolerance
     # what the fresh interpreter fed is what nascli's own evaluation feeds (the metadata suffices)

@@ -27,7 +27,7 @@ from nascli.zoo.auxiliary import AuxiliaryDecoder
 TINY = """\
 space: {agg_size: 8}
 data: {input_size: [32, 32]}
-candidate: {batch_size: 8, cache_views: 1}
+candidate: {batch_size: 8, cache_views: 1, min_steps: 0}
 fast_nas: {batch: 2, stage2_epochs: 1}
 """
 ENCODING = "_3104242330135120344"

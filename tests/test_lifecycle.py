@@ -19,14 +19,15 @@ import torchvision
 
 from nascli.config import DEFAULT_OPS
 from nascli.spaces.adelaide import AdelaideSpace
+from nascli.steps.trained import latest_dir
 
 CODE = "_6003412160636100213"  # a small Adelaide architecture (agg_size 8 below)
 TINY = """\
 threads: 1
 space: {agg_size: 8}
 data: {input_size: [32, 32]}
-train: {epochs: 3, batch_size: 4, lr: 0.003, max_train_images: 12}
-pretrain: {epochs: 1, batch_size: 4, lr: 0.003}
+train: {epochs: 3, batch_size: 4, lr: 0.003, max_train_images: 12, min_steps: 0}
+pretrain: {epochs: 1, batch_size: 4, lr: 0.003, min_steps: 0}
 """  # lr spelled out: a partial section does not inherit the built-in train/pretrain defaults
 
 
@@ -55,7 +56,8 @@ def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_c
     args = ["train", "-r", str(run), "--recipe", str(lc_recipe), *data_flags, "--encoding", CODE]
     proc = subprocess.Popen([sys.executable, "-m", "nascli", *args], stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
-    metrics = run / "train" / "metrics.csv"
+    tdir = run / "train" / f"adelaide-{CODE.lstrip('_')}"  # one folder per trained model
+    metrics = tdir / "metrics.csv"
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None:
         if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:  # header + epoch 1
@@ -65,7 +67,7 @@ def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_c
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     proc.stderr.close()
-    killed_at = torch.load(run / "train" / "last.pth", weights_only=True)["epoch"]
+    killed_at = torch.load(tdir / "last.pth", weights_only=True)["epoch"]
     assert 1 <= killed_at < 3
 
     again = run_cli("train", "-r", run)  # without --resume: refuses to throw the unfinished training away
@@ -76,10 +78,10 @@ def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_c
 
     resumed = run_cli("train", "-r", run, "--resume")
     assert resumed.code == 0, resumed.stderr
-    assert f"resuming from {run / 'train' / 'last.pth'}: {killed_at} of 3 epochs done" in resumed.stderr
+    assert f"resuming from {tdir / 'last.pth'}: {killed_at} of 3 epochs done" in resumed.stderr
     history = pd.read_csv(metrics)
     assert list(history["epoch"]) == [1, 2, 3]  # each epoch exactly once
-    assert torch.load(run / "train" / "last.pth", weights_only=True)["epoch"] == 3
+    assert torch.load(tdir / "last.pth", weights_only=True)["epoch"] == 3
     assert json.loads((run / "status" / "train.json").read_text())["state"] == "done"
 
     # the same training uninterrupted: the resumed one continued it, not restarted it
@@ -87,7 +89,7 @@ def test_train_killed_mid_epoch_resumes_from_the_last_checkpoint(tmp_path, run_c
     r = run_cli("train", "-r", ref, "--recipe", lc_recipe, *data_flags, "--encoding", CODE,
                 "--encoder", run / "pretrain" / "encoder.pth", "--quiet")
     assert r.code == 0, r.stderr
-    reference = pd.read_csv(ref / "train" / "metrics.csv")
+    reference = pd.read_csv(latest_dir(ref) / "metrics.csv")
     assert history["train_loss"].tolist() == pytest.approx(reference["train_loss"].tolist(), rel=1e-4)
     assert history["lr"].tolist() == pytest.approx(reference["lr"].tolist())
 
@@ -123,7 +125,7 @@ def test_train_a_torchvision_baseline(tmp_path, run_cli, lc_recipe, data_flags, 
     assert "random weights" in r.stderr
     from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 
-    model = model_from_checkpoint(load_checkpoint(run / "train" / "best.pth")).eval()
+    model = model_from_checkpoint(load_checkpoint(run / "train" / "lraspp_mobilenet_v3_large" / "best.pth")).eval()
     assert model(torch.zeros(1, 3, 40, 56)).shape == (1, 6, 40, 56)
     r = run_cli("eval", "-r", run, "--json")  # train was the run's first step: eval inherits its data
     assert r.code == 0, r.stderr
@@ -251,4 +253,4 @@ def test_ctrl_c_during_training_exits_130_and_marks_the_status(tmp_path, run_cli
     r = run_cli("train", "-r", run, "--recipe", lc_recipe, *data_flags, "--encoding", CODE)
     assert r.code == 130 and "interrupted before its first epoch finished" in r.stderr
     assert json.loads((run / "status" / "train.json").read_text())["state"] == "interrupted"
-    assert not (run / "train" / "last.pth").exists()
+    assert not list((run / "train").rglob("last.pth"))

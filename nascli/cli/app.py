@@ -9,12 +9,14 @@ nonsensical option); 3 bad input (list file, image, recipe, encoding, checkpoint
 from __future__ import annotations
 
 import logging
+import signal
 import sys
+import threading
 
 import typer
 
 from nascli.cli import console
-from nascli.errors import NascliError
+from nascli.errors import Interrupted, NascliError
 
 # Typer >= 0.22 vendors click privately; reach its exception classes through the public BadParameter so this
 # works with either layout.
@@ -84,36 +86,53 @@ def _register() -> None:
 _register()
 
 
+def _say_when_stopping() -> None:
+    """Ctrl-C: say at once that the command is stopping (torch finishes its current operation first, and
+    the steps then write their state), then stop as Python's default handler does."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is not \
+            signal.default_int_handler:
+        return  # someone else (a test harness, an embedding program) handles SIGINT
+
+    def stopping(signum, frame):
+        print("Stopping (Ctrl-C): saving what is done...", file=sys.stderr, flush=True)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stopping)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: run the app and turn every failure into one line and an exit code."""
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    _say_when_stopping()
     try:
         app(args=argv, prog_name="nascli", standalone_mode=False)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except typer.Abort:
-        _fail("interrupted", "the state on disk is resumable: run the same command again", 130)
+        _fail("stopped", "the state on disk is resumable: run the same command again", 130, prefix="Interrupted")
     except _UsageError as e:
         cmd = e.ctx.command_path if e.ctx else "nascli"
         _fail(e.format_message(), f"see `{cmd} --help`", 2)
     except _ClickException as e:
         _fail(e.format_message(), None, 2)
+    except Interrupted as e:
+        _fail(e.message, e.hint, e.exit_code, prefix="Interrupted")
     except NascliError as e:
         if debug:
             logging.getLogger("nascli").exception("debug traceback")
         _fail(e.message, e.hint, e.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", "the state on disk is resumable: run the same command again", 130)
+        _fail("stopped", "the state on disk is resumable: run the same command again", 130, prefix="Interrupted")
     except Exception as e:  # a bug, not a user error: one line, traceback only on request
         if debug:
             raise
         _fail(f"internal error: {type(e).__name__}: {e}", "re-run with --debug for the traceback and report it", 1)
 
 
-def _fail(message: str, hint: str | None, code: int) -> None:
+def _fail(message: str, hint: str | None, code: int, prefix: str = "Error") -> None:
     message = " ".join(str(message).split())  # one line, whatever the message carried
-    print(f"Error: {message}", file=sys.stderr)
+    print(f"{prefix}: {message}", file=sys.stderr)
     if hint:
         print(f"Hint: {hint}", file=sys.stderr)
     sys.exit(code)

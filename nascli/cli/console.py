@@ -63,6 +63,11 @@ def say(message: str) -> None:
     err.print(message, markup=False, highlight=False)
 
 
+def warn(message: str) -> None:
+    """A warning the person must see even with --quiet (e.g. a result that cannot be trusted): stderr."""
+    err.print(f"Warning: {message}", markup=False, highlight=False)
+
+
 def next_step(command: str) -> None:
     say(f"Next: {command}")
 

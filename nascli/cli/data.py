@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from nascli.cli import console
 from nascli.cli.options import DataRoot, Json, NumClasses, TrainList, ValList
-from nascli.errors import CheckFailed, UsageError
+from nascli.errors import CheckFailed, DataError, UsageError
+
+if TYPE_CHECKING:
+    from nascli.data.check import ListReport
 
 app = typer.Typer(help="Check a list-file dataset, or make the built-in demo dataset.", no_args_is_help=True)
 
@@ -31,8 +34,11 @@ def check(
 ) -> None:
     """Check list files up front: syntax, missing or unreadable files, size mismatches, mask values.
 
-    Prints one `file:line: problem` line per problem, then a summary; exits 4 if there were any.
-    Without --num-classes the classes come from classes.txt beside the first list (or in --data-root).
+    Prints one `file:line: problem` line per problem, each list's label statistics (per class: share of
+    labelled pixels and of images it appears in; the ignore share) with warnings, then a summary; exits 4
+    if there were problems. Warnings (a class that never appears in a list, over 50% of pixels ignored,
+    0/255 binary masks) do not change the exit code. Without --num-classes the classes come from
+    classes.txt beside the first list (or in --data-root).
 
     Example:
 
@@ -40,26 +46,35 @@ def check(
       nascli data check --data-root data/demo --list data/demo/train.txt --list data/demo/val.txt
       nascli data check --data-root ../shared/data/camvid --train-list ../shared/data/camvid/train.txt --num-classes 11
     """
-    from nascli.data.check import check_list
+    from nascli.data.check import inspect_list
 
     files = [*(lists or []), *([train_list] if train_list else []), *([val_list] if val_list else [])]
     if not files:
         raise UsageError("no list file to check", hint="give --list FILE (repeat it for several lists)")
-    num_classes = _num_classes(num_classes, files[0], data_root)
-    checked, problems = 0, []
-    for f in files:
-        n, found = check_list(f, data_root, num_classes, ignore_index, limit)
-        checked += n
-        problems += found
+    num_classes, names = _classes(num_classes, files[0], data_root)
+    reports = [inspect_list(f, data_root, num_classes, ignore_index, limit, class_names=names) for f in files]
+    checked = sum(r.checked for r in reports)
+    problems = [p for r in reports for p in r.problems]
+    warnings = [w for r in reports for w in r.warnings]
     bad = len({(p.file, p.line) for p in problems})
     summary = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {bad} of {checked} samples"
                if problems else f"{checked} samples in {len(files)} list file{'s' if len(files) != 1 else ''}: no problems")
+    if warnings:
+        summary += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
     if json_out:
         console.print_json({"checked": checked, "num_classes": num_classes, "ignore_index": ignore_index,
-                            "problems": [p.to_dict() for p in problems]})
+                            "problems": [p.to_dict() for p in problems],
+                            "warnings": [w.to_dict() for w in warnings],
+                            "lists": [_stats_dict(r, names) for r in reports]})
     else:
         for p in problems:
             typer.echo(str(p))
+        for r in reports:
+            _print_stats(r, names, ignore_index)
+        for w in warnings:
+            typer.echo(str(w))
+            if w.hint:
+                typer.echo(f"  hint: {w.hint}")
         typer.echo(summary)
     if problems:
         # the error line names the first problem, so a log that keeps only stderr still says where to look
@@ -67,19 +82,51 @@ def check(
                           hint="fix the lines listed (file:line), then run the check again")
 
 
-def _num_classes(given: int | None, first_list: Path, data_root: Path | None) -> int | None:
-    """--num-classes, else the length of classes.txt, else None (value ranges then go unchecked)."""
+def _class_rows(report: ListReport, names: list[str] | None) -> list[dict]:
+    h = report.histogram
+    pixel_share, image_share = h.pixel_share(), h.image_share()
+    return [{"id": c, "name": names[c] if names and c < len(names) else str(c), "pixels": int(h.pixels[c]),
+             "pixel_share": float(pixel_share[c]), "images": int(h.images[c]), "image_share": float(image_share[c])}
+            for c in range(len(h.pixels))]
+
+
+def _stats_dict(report: ListReport, names: list[str] | None) -> dict:
+    h = report.histogram
+    return {"list": str(report.list_file), "masks": h.masks, "pixels": h.total, "ignored": h.ignored,
+            "ignore_share": h.ignore_share, "classes": _class_rows(report, names)}
+
+
+def _share(x: float) -> str:
+    return "<0.1%" if 0 < x < 0.001 else f"{x:.1%}"
+
+
+def _print_stats(report: ListReport, names: list[str] | None, ignore_index: int) -> None:
+    h = report.histogram
+    rows = [{"id": r["id"], "class": r["name"], "pixels": _share(r["pixel_share"]), "images": _share(r["image_share"])}
+            for r in _class_rows(report, names)]
+    console.print_table(rows, ["id", "class", "pixels", "images"],
+                        title=f"{report.list_file}: {h.masks} masks, share of labelled pixels and of images per class")
+    typer.echo(f"ignore ({ignore_index}): {_share(h.ignore_share)} of all pixels")
+
+
+def _classes(given: int | None, first_list: Path, data_root: Path | None) -> tuple[int | None, list[str] | None]:
+    """(--num-classes, else the length of classes.txt, else None: value ranges then go unchecked; the names
+    from classes.txt when it matches)."""
     from nascli.data.listfile import find_classes_file, read_class_names
 
-    if given is not None:
-        return given
     found = find_classes_file(first_list, data_root)
-    if found is None:
+    if given is not None:  # the names only label the table: a broken or other classes.txt is not an error here
+        try:
+            names = read_class_names(found) if found is not None else None
+        except DataError:
+            names = None
+        return given, names if names is not None and len(names) == given else None
+    names = read_class_names(found) if found is not None else None
+    if names is None:
         console.say("No --num-classes and no classes.txt found: mask values are not range-checked.")
-        return None
-    n = len(read_class_names(found))
-    console.say(f"Using {n} classes from {found}.")
-    return n
+        return None, None
+    console.say(f"Using {len(names)} classes from {found}.")
+    return len(names), names
 
 
 @app.command("demo")

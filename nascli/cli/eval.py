@@ -16,8 +16,8 @@ FLAGS = {"data.data_root": "--data-root", "device": "--device", "threads": "--th
 
 def eval_cmd(
     run_dir: options.RunDir = Path("runs/default"),
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (.pth) or an ONNX model (.onnx); default RUN/train/best.pth.")] = None,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Evaluate the exported RUN/export/model.onnx with onnxruntime.")] = False,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (.pth) or an ONNX model (.onnx); default best.pth of the latest training (RUN/train/<model>/).")] = None,
+    onnx: Annotated[bool, typer.Option("--onnx", help="Evaluate the latest training exported (RUN/export/<model>/model.onnx) with onnxruntime.")] = False,
     list_file: Annotated[Optional[Path], typer.Option("--list", "-l", help="List file of `IMAGE MASK` pairs (default: the run's validation list).")] = None,
     data_root: options.DataRoot = None,
     recipe: options.Recipe = None,
@@ -45,7 +45,7 @@ def eval_cmd(
     console.set_quiet(quiet)
     if onnx and checkpoint is not None:
         raise UsageError("options --onnx and --checkpoint both choose the model",
-                         hint="--onnx means RUN/export/model.onnx; for another ONNX file use --checkpoint FILE.onnx")
+                         hint="--onnx means RUN/export/<model>/model.onnx of the latest training; for another ONNX file use --checkpoint FILE.onnx")
     values = {"data.data_root": data_root, "device": device, "threads": threads}
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, values, FLAGS)
@@ -55,13 +55,17 @@ def eval_cmd(
         console.print_json({"run_dir": str(result.run_dir), **result.doc, "out_dir": str(result.out_dir)})
     else:
         rows = [{"class": f"{c['id']} {c['name']}", "IoU": "absent" if c["absent"] else c["iou"],
-                 "accuracy": c["acc"], "label px": c["label_pixels"], "predicted px": c["pred_pixels"]}
+                 "accuracy": c["acc"], "label px": c["label_pixels"], "predicted px": c["pred_pixels"],
+                 "predicted share": c["pred_share"]}
                 for c in result.classes]
         console.print_table(rows, title=f"{result.model.path} ({result.model.kind}) on {result.list_file}")
         summary = [{"mIoU": m["miou"], "pixel acc": m["pixel_acc"], "mean class acc": m["mean_acc"], "fwIoU": m["fwiou"],
                     "classes in mean": m["classes_in_mean"],
                     "absent (excluded)": ", ".join(m["absent_classes"]) or "-"}]
         console.print_table(summary)
+    if m.get("degenerate"):
+        console.warn(f"the model is degenerate: it {m['degenerate']}. Hint: train longer (train.min_steps, a smaller "
+                     "--batch-size) or with an imbalance-aware loss (--loss ce+dice, --class-weights median_frequency)")
     console.say(f"wrote {result.out_dir / 'metrics.json'} and per_class.csv ({result.seconds:.1f} s)")
     if result.model.kind == "pytorch":
         console.next_step(f"nascli profile -r {result.run_dir}   then   nascli export -r {result.run_dir} --onnx")

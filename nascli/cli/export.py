@@ -17,7 +17,7 @@ FLAGS = {"threads": "--threads"}
 def export(
     run_dir: options.RunDir = Path("runs/default"),
     onnx: Annotated[bool, typer.Option("--onnx", help="Export to ONNX (the default, and the only format so far).")] = True,
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (default: RUN/train/best.pth).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (default: best.pth of the latest training, RUN/train/<model>/).")] = None,
     input_size: options.InputSize = None,
     opset: Annotated[int, typer.Option("--opset", help="ONNX opset (11..20).")] = 17,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch, height and width (default: fixed at --input-size).")] = False,
@@ -29,7 +29,7 @@ def export(
 ) -> None:
     """Export the trained model to ONNX, check it, and compare onnxruntime with PyTorch on a seeded input.
 
-    Writes RUN/export/model.onnx (metadata inside: encoding, classes, mean/std, input size) and export.json.
+    Writes RUN/export/<model>/model.onnx (metadata inside: encoding, classes, mean/std, input size) and export.json.
     Exits 4 if the outputs differ by more than --tolerance. The input size defaults to the training crop size.
 
     Example:

@@ -19,3 +19,21 @@ Seed = Annotated[Optional[int], typer.Option("--seed", help="Random seed; on CPU
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout instead of a table.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress or log output on stderr.")]
 InputSize = Annotated[Optional[str], typer.Option("--input-size", help="HxW, e.g. 128x128 or 360x480.")]
+Loss = Annotated[Optional[str], typer.Option("--loss", help="ce (cross-entropy), dice, or ce+dice (for imbalanced classes).")]
+ClassWeights = Annotated[Optional[str], typer.Option("--class-weights", help="none, median_frequency (from the training masks), or one weight per class, e.g. 1,4.")]
+MinSteps = Annotated[Optional[int], typer.Option("--min-steps", min=0, help="At least this many optimiser steps: epochs are raised on small data.")]
+
+
+def class_weights(text: str | None, flag: str = "--class-weights") -> str | list[float] | None:
+    """'none' | 'median_frequency' | '1,4' -> a recipe value (None when not given)."""
+    from nascli.errors import UsageError
+
+    if text is None:
+        return None
+    if text.strip().lower() in ("none", "median_frequency", "median-frequency"):
+        return text.strip().lower().replace("-", "_")
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UsageError(f"option {flag}: {text!r} is not none, median_frequency or a list of numbers",
+                         hint="e.g. --class-weights median_frequency or --class-weights 1,4") from None

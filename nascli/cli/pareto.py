@@ -47,6 +47,9 @@ def pareto(
     else:
         console.print_table(_rows(front), title=f"Pareto front over {', '.join(result.objectives)}: {len(front)} of "
                                                 f"{len(result.table)} candidates ({result.source})")
+        if "degenerate" in front.columns and (front["degenerate"].astype(str).str.lower() == "true").any():
+            console.warn("members marked degenerate predict one class only or miss a frequent class: their mIoU "
+                         "ranks noise (`nascli train` without --pick skips them)")
     console.say(f"wrote {result.csv_path} and {result.png_path}")
     console.next_step(f"nascli train -r {result.run_dir}  (best mIoU)   or   nascli train -r {result.run_dir} --pick 0")
 
@@ -60,5 +63,7 @@ def _rows(front) -> list[dict]:
                "M params": r["parameters"] / 1e6 if r.get("parameters") == r.get("parameters") else None}
         if r.get("latency_ms") == r.get("latency_ms") and r.get("latency_ms") is not None:
             row["latency ms"] = r["latency_ms"]
+        if "degenerate" in r:
+            row["degenerate"] = "yes" if str(r["degenerate"]).lower() == "true" else ""
         rows.append(row)
     return rows

@@ -16,7 +16,7 @@ FLAGS = {"device": "--device", "threads": "--threads"}
 
 def profile(
     run_dir: options.RunDir = Path("runs/default"),
-    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (default: RUN/train/best.pth).")] = None,
+    checkpoint: Annotated[Optional[Path], typer.Option("--checkpoint", help="A nascli checkpoint (default: best.pth of the latest training, RUN/train/<model>/).")] = None,
     encoding: Annotated[Optional[str], typer.Option("--encoding", help="An Adelaide architecture (no weights needed).")] = None,
     model: Annotated[Optional[str], typer.Option("--model", help="A zoo model (see `nascli models`), random weights.")] = None,
     num_classes: options.NumClasses = None,

@@ -16,6 +16,7 @@ from nascli.rundir import RunDir
 log = logging.getLogger("nascli")
 
 FLAGS = {
+    "candidate.loss": "--loss", "candidate.class_weights": "--class-weights", "candidate.min_steps": "--min-steps",
     "search.algo": "--algo", "search.random_samples": "--random-samples", "search.mutate_samples": "--mutate-samples",
     "search.samples": "--samples", "candidate.epochs": "--epochs", "candidate.batch_size": "--batch-size",
     "data.input_size": "--input-size", "seed": "--seed", "search.objectives": "--objectives",
@@ -51,6 +52,9 @@ def search(
     candidate_training: Annotated[Optional[str], typer.Option("--candidate-training", help="cached (frozen encoder, features computed once) or full.")] = None,
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: the run's pretrain/encoder.pth if any).")] = None,
     teacher: Annotated[Optional[Path], typer.Option("--teacher", help="fast-nas: checkpoint of a trained model to distil from (MSE on logits).")] = None,
+    loss: options.Loss = None,
+    class_weights: options.ClassWeights = None,
+    min_steps: options.MinSteps = None,
     seed: options.Seed = None,
     device: options.Device = None,
     threads: options.Threads = None,
@@ -74,6 +78,8 @@ def search(
 
     console.set_quiet(quiet)
     values = {
+        "candidate.loss": loss, "candidate.class_weights": options.class_weights(class_weights),
+        "candidate.min_steps": min_steps,
         "search.algo": algo, "search.random_samples": random_samples, "search.mutate_samples": mutate_samples,
         "search.samples": samples, "candidate.epochs": epochs, "candidate.batch_size": batch_size,
         "data.input_size": parse_size(input_size) if input_size else None, "seed": seed,
@@ -103,12 +109,18 @@ def _report(result, cfg, json_out: bool) -> None:
     front = result.front
     cols = ["encoding", "mIOU", "flops", "parameters", "input_size"] + [
         c for c in objective_columns(result.objectives) if c not in ("mIOU", "flops", "parameters")]
+    if "degenerate" in front.columns:
+        front = front.assign(degenerate=front["degenerate"].map(_flag))
+        cols.append("degenerate")
+    ok = [r for r in result.records if r.get("status") == "ok"]
+    flagged = [r for r in ok if r.get("degenerate")]
     if json_out:
         console.print_json({
             "run_dir": str(result.run_dir), "candidates": len(result.records), "objectives": result.objectives,
             "result_csv": str(result.result_csv), "pareto_front_csv": str(result.front_csv),
             "front": front[cols].to_dict(orient="records") if len(front) else [],
-            "resumed_from": result.resumed_from, "recovered": result.recovered, **result.stats,
+            "resumed_from": result.resumed_from, "recovered": result.recovered, "degenerate": len(flagged),
+            **result.stats,
         })
     else:
         if len(front):
@@ -117,9 +129,19 @@ def _report(result, cfg, json_out: bool) -> None:
         failed = sum(r.get("status") != "ok" for r in result.records)
         extra = f"; {failed} failed" if failed else ""
         extra += f"; {result.stats['rejected']} proposals rejected by constraints" if result.stats.get("rejected") else ""
+        extra += f"; {len(flagged)} degenerate (skipped by train's default pick)" if flagged else ""
         console.say(f"{len(result.records)} candidates in {result.result_csv}{extra} "
                     f"({result.seconds:.0f} s this session)")
+    if ok and len(flagged) == len(ok):
+        console.warn(f"every candidate is degenerate (e.g. {flagged[0].get('degenerate_reason')}): their mIoUs rank "
+                     "noise. Hint: give candidates more optimiser steps (candidate.min_steps, a smaller --batch-size), "
+                     "an imbalance-aware loss (--loss ce+dice, --class-weights median_frequency), or pretrain the "
+                     "encoder first (`nascli pretrain-backbone`)")
     console.next_step(f"nascli pareto -r {result.run_dir}   then   nascli train -r {result.run_dir}")
+
+
+def _flag(value) -> str:
+    return "yes" if value is True or str(value).lower() == "true" else ""
 
 
 class SearchProgress(console.LiveBar):
@@ -145,6 +167,7 @@ class SearchProgress(console.LiveBar):
             if not self.live:
                 miou = r.get("mIOU")
                 miou_s = f"{miou:.4f}" if isinstance(miou, (int, float)) else "-"
-                log.info("candidate %d/%d %s %s: %s mIoU %s, %.3f GMACs, %.2f M params, %.1f s; %s",
-                         event["done"], event["total"], r["phase"], r["encoding"], r["status"], miou_s,
+                flag = f" DEGENERATE ({r['degenerate_reason']})" if r.get("degenerate") else ""
+                log.info("candidate %d/%d %s %s: %s mIoU %s%s, %.3f GMACs, %.2f M params, %.1f s; %s",
+                         event["done"], event["total"], r["phase"], r["encoding"], r["status"], miou_s, flag,
                          r.get("flops", 0) / 1e9, r.get("parameters", 0) / 1e6, r.get("seconds", 0), info)

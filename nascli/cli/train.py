@@ -12,6 +12,7 @@ from nascli.config import parse_size
 from nascli.rundir import RunDir
 
 FLAGS = {
+    "train.loss": "--loss", "train.class_weights": "--class-weights", "train.min_steps": "--min-steps",
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr",
     "train.sep_repeats": "--sep-repeats", "data.input_size": "--input-size", "seed": "--seed", "device": "--device",
     "threads": "--threads", "data.num_classes": "--num-classes", "data.data_root": "--data-root",
@@ -36,6 +37,9 @@ def train(
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate (cosine schedule by default).")] = None,
     sep_repeats: Annotated[Optional[int], typer.Option("--sep-repeats", help="Repeat the separable units this often (a deeper final model than searched).")] = None,
     input_size: options.InputSize = None,
+    loss: options.Loss = None,
+    class_weights: options.ClassWeights = None,
+    min_steps: options.MinSteps = None,
     seed: options.Seed = None,
     device: options.Device = None,
     threads: options.Threads = None,
@@ -59,6 +63,8 @@ def train(
 
     console.set_quiet(quiet)
     values = {
+        "train.loss": loss, "train.class_weights": options.class_weights(class_weights),
+        "train.min_steps": min_steps,
         "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.sep_repeats": sep_repeats,
         "data.input_size": parse_size(input_size) if input_size else None, "seed": seed, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,

@@ -9,13 +9,14 @@ from __future__ import annotations
 import logging
 import os
 import random
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from nascli.errors import DataError
 from nascli.seeding import derive_seed
@@ -167,18 +168,25 @@ def find_classes_file(train_list: Path | None, data_root: Path | None) -> Path |
 def open_image(path: Path, what: str = "image") -> Image.Image:
     """Open and fully decode an image file (so a truncated file fails here); DataError naming the file.
 
-    Relies on PIL's default `ImageFile.LOAD_TRUNCATED_IMAGES = False`. EXIF orientation is not applied:
-    images and masks are used as stored, pixel for pixel.
+    Relies on PIL's default `ImageFile.LOAD_TRUNCATED_IMAGES = False`. An EXIF orientation tag is applied
+    (`ImageOps.exif_transpose`), so a phone photo reads the way image viewers and labelling tools show it.
+    Masks go through the same call: labelling tools save masks in the displayed orientation, and a mask
+    that carries no orientation tag (nearly every PNG) is used as stored, pixel for pixel.
     """
     try:
         img = Image.open(path)
         img.load()
-        return img
     except FileNotFoundError:
         raise DataError(f"{what} {path} not found", hint="check the path in the list file and --data-root") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
         raise DataError(f"{what} {path} cannot be read ({e})",
                         hint="the file is truncated or not an image: re-export or remove it") from None
+    try:
+        ImageOps.exif_transpose(img, in_place=True)
+    except (OSError, SyntaxError, ValueError, KeyError, struct.error) as e:
+        # a malformed EXIF block: the pixels decoded fine, so use them as stored rather than refuse the file
+        log.warning("%s %s: EXIF orientation unreadable (%s); used as stored", what, path, e)
+    return img
 
 
 def load_image(path: Path) -> np.ndarray:

@@ -32,10 +32,10 @@ from nascli.engine.loops import (
     make_optimizer,
     make_scheduler,
     recalibrate_bn,
-    seg_loss,
     train_steps,
 )
-from nascli.engine.metrics import reward
+from nascli.engine.losses import SegLoss, resolve_class_weights, with_min_steps
+from nascli.engine.metrics import DEGENERATE_SHARE, degeneracy, reward, share_text
 from nascli.profile.cost import count_macs, count_params
 from nascli.profile.latency import torch_latency
 from nascli.profile.onnx_latency import onnxruntime_latency
@@ -68,8 +68,12 @@ class CandidateEvaluator:
         self.train, self.val = train, val
         self.encoder_state = encoder_state
         self.encoder_file = encoder_file
-        self.cfg = recipe.candidate
         self.device = torch.device(recipe.device)
+        self.cfg = with_min_steps(recipe.candidate, math.ceil(len(train) / recipe.candidate.batch_size),
+                                  "candidate training")
+        d = recipe.data
+        weights = resolve_class_weights(self.cfg, train, num_classes, d.ignore_index, "candidate", d.class_names)
+        self.loss = SegLoss(self.cfg.loss, d.ignore_index, weights)
         self.progress = progress or (lambda event: None)
         self.cache_dir = cache_dir  # where a feature cache too large for memory spills
         self._cache: FeatureCache | None = None
@@ -137,7 +141,7 @@ class CandidateEvaluator:
         train_seconds = time.perf_counter() - started
         if weights_path is not None:
             self._save(model, encoding, weights_path)
-        return {"status": "ok", **metric_fields(metrics), "train_seconds": round(train_seconds, 2)}
+        return {"status": "ok", **self.metric_fields(metrics), "train_seconds": round(train_seconds, 2)}
 
     def _train_cached(self, model: SegmentationNet, run_seed: int) -> dict:
         cache = self.cache  # built on first use, shared by every candidate
@@ -152,7 +156,7 @@ class CandidateEvaluator:
         forward = lambda b: decoder(b[0], None if out_size is None else b[1].shape[-2:])  # noqa: E731
         for epoch in range(self.cfg.epochs):
             batches = self._cached_train(cache, epoch, gen)
-            train_steps(lambda b: seg_loss(forward(b), b[1], ignore, self.cfg.loss_at), batches, opt, sched,
+            train_steps(lambda b: self.loss(forward(b), b[1], self.cfg.loss_at), batches, opt, sched,
                         on_step=self._on_step(epoch, steps))
         if self.cfg.precise_bn:
             recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), forward)
@@ -175,11 +179,15 @@ class CandidateEvaluator:
         for epoch in range(self.cfg.epochs):
             self.train.set_epoch(epoch)
             batches = ((x.to(self.device), y.to(self.device)) for x, y in loader)
-            train_steps(lambda b: seg_loss(model(b[0]), b[1], ignore), batches, opt, sched,
+            train_steps(lambda b: self.loss(model(b[0]), b[1]), batches, opt, sched,
                         on_step=self._on_step(epoch, len(loader)))
         if self.cfg.precise_bn:
             recalibrate_bn(model, (x.to(self.device) for x, _ in loader))
         return evaluate_model(model, self.val, self.num_classes, ignore, self.cfg.batch_size, self.device)
+
+    def metric_fields(self, metrics: dict) -> dict:
+        d = self.recipe.data
+        return metric_fields(metrics, d.class_names, d.degenerate_share)
 
     def _on_step(self, epoch: int, steps: int):
         return lambda step, loss: self.progress({"event": "step", "epoch": epoch, "epochs": self.cfg.epochs,
@@ -206,11 +214,14 @@ class CandidateEvaluator:
             save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "meta": meta})
 
 
-def metric_fields(metrics: dict) -> dict:
-    """The record columns of a validation result (result.csv names)."""
+def metric_fields(metrics: dict, class_names: list[str] | None = None,
+                  degenerate_share: float = DEGENERATE_SHARE) -> dict:
+    """The record columns of a validation result (result.csv names), with the degenerate-model flag."""
+    why = degeneracy(metrics, class_names, degenerate_share)
     return {"mIOU": round(metrics["miou"], 6), "fwIOU": round(metrics["fwiou"], 6),
             "mean_acc": round(metrics["mean_acc"], 6), "pixel_acc": round(metrics["pixel_acc"], 6),
-            "reward": round(reward(metrics), 6)}
+            "reward": round(reward(metrics), 6), "pred_share": share_text(metrics.get("pred_share") or []),
+            "degenerate": why is not None, "degenerate_reason": why or ""}
 
 
 def _device_taps(taps: list[torch.Tensor | None], device: torch.device) -> list[torch.Tensor | None]:

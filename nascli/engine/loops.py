@@ -39,15 +39,10 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
 
 
 def seg_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, at: str = "label") -> torch.Tensor:
-    """Cross-entropy at the label's resolution (logits resized up), or at the logits' (`at="logits"`: the
-    label sampled nearest-exact, i.e. each output cell takes the label at its centre; far cheaper when
-    the decoder predicts at stride 4)."""
-    if logits.shape[-2:] != target.shape[-2:]:
-        if at == "logits":
-            target = F.interpolate(target[:, None].float(), size=logits.shape[-2:], mode="nearest-exact")[:, 0].long()
-        else:
-            logits = F.interpolate(logits, size=target.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, target, ignore_index=ignore_index)
+    """Plain cross-entropy (see nascli.engine.losses.SegLoss for `at` and the other losses)."""
+    from nascli.engine.losses import SegLoss
+
+    return SegLoss("ce", ignore_index)(logits, target, at)
 
 
 def train_steps(

@@ -46,7 +46,44 @@ class ConfusionMatrix:
             "acc": [None if math.isnan(v) else float(v) for v in acc],
             "absent_classes": [int(i) for i in np.flatnonzero(~present)],
             "pixels": int(total),
+            # shares of the labelled (not ignored) pixels: what the labels hold and what the model predicts
+            "label_share": [float(v) for v in (label_count / total if total else label_count)],
+            "pred_share": [float(v) for v in (pred_count / total if total else pred_count)],
         }
+
+
+# A class counts as predicted when it gets at least this share of the predicted pixels.
+PREDICTED_SHARE = 1e-3
+# A class covering at least this share of the labelled pixels must be predicted (data.degenerate_share).
+DEGENERATE_SHARE = 0.02
+
+
+def degeneracy(metrics: dict, class_names: list[str] | None = None,
+               min_label_share: float = DEGENERATE_SHARE) -> str | None:
+    """Why a model's predictions are degenerate, or None when they are not.
+
+    Degenerate: one class takes all but PREDICTED_SHARE of the predictions, or a class that covers at
+    least `min_label_share` of the labelled pixels gets under PREDICTED_SHARE of them. Such a model's mIoU
+    says little (a briefly trained network that predicts the majority class everywhere scores the
+    majority's IoU over the number of classes), so its ranking against others is noise.
+    """
+    pred, label = metrics.get("pred_share"), metrics.get("label_share")
+    if not pred or not label or not sum(label):
+        return None
+    names = class_names if class_names and len(class_names) == len(pred) else [str(i) for i in range(len(pred))]
+    top = int(np.argmax(pred))
+    if pred[top] >= 1 - PREDICTED_SHARE:
+        return f"predicts only {names[top]!r} ({pred[top]:.1%} of pixels)"
+    missing = [i for i, (p, s) in enumerate(zip(pred, label)) if s >= min_label_share and p < PREDICTED_SHARE]
+    if missing:
+        shown = ", ".join(f"{names[i]!r} ({label[i]:.1%} of labels)" for i in missing[:3])
+        return f"never predicts {shown}" + (f" (+{len(missing) - 3} more)" if len(missing) > 3 else "")
+    return None
+
+
+def share_text(shares: list[float]) -> str:
+    """Per-class shares as compact text for a CSV cell: '0.781 0.219'."""
+    return " ".join(f"{v:.3f}" for v in shares)
 
 
 def _nanmean(v: np.ndarray) -> float:

@@ -41,7 +41,6 @@ from nascli.engine.evaluator import (
     CandidateEvaluator,
     encoding_seed,
     evaluate_model,
-    metric_fields,
 )
 from nascli.engine.loops import (
     DivergedError,
@@ -49,7 +48,6 @@ from nascli.engine.loops import (
     make_optimizer,
     make_scheduler,
     recalibrate_bn,
-    seg_loss,
     train_steps,
 )
 from nascli.engine.metrics import reward
@@ -196,7 +194,7 @@ class ProgressiveEvaluator(CandidateEvaluator):
             self._save_stage(model, encoding, weights_path, stage)
         return {
             "status": "ok",
-            **metric_fields(metrics),
+            **self.metric_fields(metrics),
             "reward_stage1": round(r1, 6),
             "stage": stage,
             "stop_prob": round(p_stop, 4),
@@ -213,10 +211,9 @@ class ProgressiveEvaluator(CandidateEvaluator):
               teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
         """Cross-entropy + aux_weight x each auxiliary cross-entropy (+ distill_weight x MSE to the teacher)."""
         logits, aux = out
-        ignore = self.recipe.data.ignore_index
-        loss = seg_loss(logits, target, ignore)
+        loss = self.loss(logits, target)
         for a in aux:
-            loss = loss + self.fn.aux_weight * seg_loss(a, target, ignore)
+            loss = loss + self.fn.aux_weight * self.loss(a, target)
         if teacher_logits is not None:
             if teacher_logits.shape[-2:] != logits.shape[-2:]:
                 teacher_logits = F.interpolate(teacher_logits, size=logits.shape[-2:], mode="bilinear",

@@ -53,7 +53,8 @@ from nascli.config import Recipe
 from nascli.data.listfile import SegmentationDataset
 from nascli.engine.checkpoint import safe_load, save_checkpoint
 from nascli.engine.evaluator import evaluate_model, metric_fields, size_str
-from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn, seg_loss
+from nascli.engine.losses import SegLoss, resolve_class_weights
+from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn
 from nascli.errors import ConfigError, RunDirError
 from nascli.faults import fault_point
 from nascli.profile.cost import count_macs, count_params
@@ -168,12 +169,18 @@ class SupernetEvaluator:
     def __init__(self, *, recipe: Recipe, space: ProxylessSpace, train: SegmentationDataset,
                  val: SegmentationDataset, progress: Callable[[dict], None] | None = None,
                  cache_dir: Path | None = None, **_unused):
-        self.recipe, self.space, self.cfg = recipe, space, recipe.proxyless
+        self.recipe, self.space, self.px = recipe, space, recipe.proxyless
+        # The supernet's weight training: the candidate optimiser for warm-up + search epochs (a record's epochs).
+        self.cfg = recipe.candidate.model_copy(update={"epochs": max(1, self.px.warmup_epochs + self.px.search_epochs)})
         self.train, self.val = train, val
         self.num_classes = int(recipe.data.num_classes)
         self.device = torch.device(recipe.device)
         self.progress = progress or (lambda event: None)
         self.sdir = Path(cache_dir) if cache_dir is not None else None
+        d = recipe.data  # the candidate section's loss and class weights train the supernet
+        weights = resolve_class_weights(recipe.candidate, train, self.num_classes, d.ignore_index, "candidate",
+                                        d.class_names)
+        self.loss = SegLoss(recipe.candidate.loss, d.ignore_index, weights)
         self.budget = recipe.search.max_latency_ms
         self.latency_size = tuple(recipe.search.latency_size or recipe.data.input_size)
         self.table = self._latency_table()
@@ -189,24 +196,24 @@ class SupernetEvaluator:
 
     # --- the latency table ----------------------------------------------------------------------
     def _layout(self):
-        return lut_layout(self.space, self.latency_size, self.num_classes, **supernet_kwargs(self.cfg))
+        return lut_layout(self.space, self.latency_size, self.num_classes, **supernet_kwargs(self.px))
 
     def _latency_table(self) -> LatencyTable:
         """The run's own table if it has one (a resumed search keeps its numbers), else the machine's cached
         table, completed by measurement and copied into the run."""
         s = self.recipe.search
-        fp = fingerprint(s.latency_runtime, s.latency_threads, str(self.device))
+        fp = fingerprint(s.latency_runtime, s.latency_threads)  # the table times on the CPU, whatever trains
         own = self.sdir / LUT_FILE if self.sdir is not None else None
         if own is not None and own.is_file():
             return LatencyTable.load(own)
-        table = LatencyTable.open(fp, Path(self.cfg.lut_file) if self.cfg.lut_file else None)
+        table = LatencyTable.open(fp, Path(self.px.lut_file) if self.px.lut_file else None)
         layers, fixed = self._layout()
         entries = [e for row in layers for e in row if e is not None] + list(fixed) + [OVERHEAD]
         todo = len(table.missing(entries))
         if todo:
             log.info("latency table: measuring %d entries at %s (%s, %d threads) into %s", todo,
                      size_str(self.latency_size), s.latency_runtime, s.latency_threads, table.path)
-        table.measure(entries, runs=self.cfg.lut_runs,
+        table.measure(entries, runs=self.px.lut_runs,
                       progress=lambda done, total: self.progress({"event": "cache", "done": done, "total": total}))
         if own is not None:
             own.parent.mkdir(parents=True, exist_ok=True)
@@ -221,7 +228,7 @@ class SupernetEvaluator:
         self.supernet = None
 
     def model_kwargs(self, encoding: str) -> dict:
-        return model_kwargs(self.cfg, self.space.canonical(encoding), self.num_classes)
+        return model_kwargs(self.px, self.space.canonical(encoding), self.num_classes)
 
     def build(self, encoding: str) -> ProxylessNet:
         return build_proxyless(**self.model_kwargs(encoding))
@@ -252,11 +259,12 @@ class SupernetEvaluator:
         gen = torch.Generator().manual_seed(derive_seed(seed, 0xB4))
         order = torch.randperm(len(self.train), generator=gen).tolist()
         bs = self.recipe.candidate.batch_size
-        batches = [order[i:i + bs] for i in range(0, len(order), bs)][:self.cfg.bn_batches]
+        batches = [order[i:i + bs] for i in range(0, len(order), bs)][:self.px.bn_batches]
         self.train.set_epoch(0)  # the same augmented views whether the supernet was trained or loaded here
         recalibrate_bn(net, (self._batch(b)[0] for b in batches))
         metrics = evaluate_model(net, self.val, self.num_classes, self.recipe.data.ignore_index, bs, self.device)
-        out = {"status": "ok", **metric_fields(metrics), "train_seconds": round(time.perf_counter() - started, 2)}
+        d = self.recipe.data
+        out = {"status": "ok", **metric_fields(metrics, d.class_names, d.degenerate_share), "train_seconds": round(time.perf_counter() - started, 2)}
         if self.recipe.search.measure_latency:
             out["latency_measured_ms"] = self._measure(net)
         if weights_path is not None:
@@ -269,7 +277,7 @@ class SupernetEvaluator:
 
         s = self.recipe.search
         measure = onnxruntime_latency if s.latency_runtime == "onnxruntime" else torch_latency
-        return round(measure(net, self.latency_size, device=str(self.device), threads=s.latency_threads,
+        return round(measure(net, self.latency_size, device="cpu", threads=s.latency_threads,
                              warmup=3, runs=10)["median_ms"], 3)
 
     def _save(self, net: ProxylessNet, encoding: str, path: Path) -> None:
@@ -285,7 +293,7 @@ class SupernetEvaluator:
         """(weight-step images, architecture-step images): a fixed, seeded split of the training list."""
         n = len(self.train)
         order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(self.recipe.seed, 0x5B17))).tolist()
-        n_arch = min(n - 1, max(1, round(n * self.cfg.arch_fraction)))
+        n_arch = min(n - 1, max(1, round(n * self.px.arch_fraction)))
         return sorted(order[n_arch:]), sorted(order[:n_arch])
 
     def _batch(self, indices: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -304,7 +312,7 @@ class SupernetEvaluator:
             self._train_supernet()
 
     def _train_supernet(self) -> None:
-        cfg, seed, recipe = self.cfg, self.recipe.seed, self.recipe
+        cfg, seed, recipe = self.px, self.recipe.seed, self.recipe
         torch.manual_seed(derive_seed(seed, 0x50E7))
         net = build_supernet(self.space, self.num_classes, **supernet_kwargs(cfg)).to(self.device)
         alphas = [torch.zeros(len(layer.choices), requires_grad=True) for layer in self.space.layers]
@@ -341,7 +349,6 @@ class SupernetEvaluator:
                         "position": dict(pos), "history": self.history}, buf)
             atomic_write(state_path, lambda f: f.write(buf.getbuffer()))
 
-        ignore = recipe.data.ignore_index
         norm = self.budget or float(self.latency.expected([torch.zeros_like(a) for a in alphas]))
         a_batches = self._batches(a_idx, 0xA4C, 0)
         last_loss = float("nan")  # an epoch resumed after its last step runs no step
@@ -358,7 +365,7 @@ class SupernetEvaluator:
                 path = constrained_sample(lambda: sample_path(probs, rng), self.latency, self.budget, cfg.resample_tries)
                 net.set_path(path)
                 x, y = self._batch(batches[step])
-                loss = seg_loss(net(x), y, ignore)
+                loss = self.loss(net(x), y)
                 if not torch.isfinite(loss):
                     raise ConfigError(f"supernet training diverged: the loss became {loss.item()} at epoch {epoch + 1} "
                                       f"step {step + 1}", hint="lower candidate.lr (the supernet's learning rate)")
@@ -417,7 +424,7 @@ class SupernetEvaluator:
             return path
 
         pairs: list[tuple[list[int], int]] = []
-        constrained_sample(draw, self.latency, self.budget, self.cfg.resample_tries, what="architecture path")
+        constrained_sample(draw, self.latency, self.budget, self.px.resample_tries, what="architecture path")
         for layer, a, (pair, active) in zip(net.backbone, alphas, pairs):
             p2 = torch.softmax(a[pair], 0)
             hard = torch.zeros(len(pair))
@@ -425,12 +432,12 @@ class SupernetEvaluator:
             layer.gate = (pair, hard + p2 - p2.detach())
         x, y = self._batch(batch)
         try:
-            ce = seg_loss(net(x), y, self.recipe.data.ignore_index)
+            ce = self.loss(net(x), y)
         finally:
             for layer in net.backbone:
                 layer.gate = None
         exp = self.latency.expected(alphas)
-        loss = ce + self.cfg.latency_weight * exp / norm
+        loss = ce + self.px.latency_weight * exp / norm
         a_opt.zero_grad(set_to_none=True)
         net.zero_grad(set_to_none=True)
         loss.backward()

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from nascli.config import Recipe, build_recipe, dotted, read_yaml, recipe_to_yaml
-from nascli.data.check import check_list
+from nascli.data.check import inspect_list
 from nascli.data.listfile import (
     SegmentationDataset,
     find_classes_file,
@@ -104,13 +104,19 @@ def resolve_data(recipe: Recipe, *, train: bool = True, val: bool = True) -> Rec
 
 
 def validate_lists(recipe: Recipe, *, train: bool = True, val: bool = True) -> None:
-    """Check every line of the lists up front (files decode, sizes match, mask values legal)."""
+    """Check every line of the lists up front (files decode, sizes match, mask values legal).
+
+    The check's label warnings (a class that never appears, mostly-ignored or 0/255 masks) are logged,
+    never raised: the data is legal, only probably not what the user meant.
+    """
     d = recipe.data
     problems = []
     for needed, path in ((train, d.train_list), (val, d.val_list)):
         if needed and path is not None:
-            _, found = check_list(path, d.data_root, d.num_classes, d.ignore_index)
-            problems += found
+            report = inspect_list(path, d.data_root, d.num_classes, d.ignore_index, class_names=d.class_names)
+            problems += report.problems
+            for w in report.warnings:
+                log.warning("%s%s", w, f"; hint: {w.hint}" if w.hint else "")
     if problems:
         first = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""

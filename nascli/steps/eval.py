@@ -28,7 +28,7 @@ from nascli.config import Recipe
 from nascli.data.listfile import find_classes_file, read_class_names
 from nascli.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from nascli.engine.loops import group_by_shape
-from nascli.engine.metrics import ConfusionMatrix
+from nascli.engine.metrics import DEGENERATE_SHARE, ConfusionMatrix, degeneracy
 from nascli.errors import CheckpointError, UsageError
 from nascli.rundir import RunDir, atomic_write_json, atomic_write_text
 from nascli.steps.common import datasets, resolve_data, setup_torch, validate_lists
@@ -62,9 +62,10 @@ class EvalResult:
 
 
 def default_model(run: RunDir, onnx: bool) -> Path:
-    if onnx:
-        return run.require(run.file("export", "model.onnx"), "export", "--checkpoint FILE.onnx")
-    return run.require(run.file("train", "best.pth"), "train", "--checkpoint FILE")
+    """The latest trained model's best.pth, or its exported ONNX file (nascli.steps.trained)."""
+    from nascli.steps.trained import default_checkpoint, default_onnx
+
+    return default_onnx(run) if onnx else default_checkpoint(run)
 
 
 def load_pytorch(path: Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -173,7 +174,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     with run_dir.step("eval", interrupted="evaluation interrupted; nothing was written", model=str(path),
                       list=str(list_path)) as done:
         cm = confusion(model.predict, val_ds, recipe.data.num_classes, recipe.data.ignore_index, batch_size, progress)
-        metrics, classes = report(cm, recipe.data.class_names)
+        metrics, classes = report(cm, recipe.data.class_names, recipe.data.degenerate_share)
         seconds = time.perf_counter() - started
         doc = {"model": str(path), "kind": model.kind, "list": str(list_path), "images": len(val_ds),
                "encoding": model.meta.get("encoding"), "ignore_index": recipe.data.ignore_index,
@@ -215,16 +216,20 @@ def confusion(predict: Callable[[torch.Tensor], torch.Tensor], data, num_classes
     return cm
 
 
-def report(cm: ConfusionMatrix, class_names: list[str] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(summary metrics, one row per class) from a confusion matrix; absent classes named, not averaged."""
+def report(cm: ConfusionMatrix, class_names: list[str] | None = None,
+           degenerate_share: float = DEGENERATE_SHARE) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(summary metrics, one row per class) from a confusion matrix; absent classes named, not averaged;
+    `degenerate` says why the predictions are degenerate (nascli.engine.metrics.degeneracy), else None."""
     m = cm.compute()
     names = class_names or [str(i) for i in range(cm.num_classes)]
     labels, preds = cm.mat.sum(1).tolist(), cm.mat.sum(0).tolist()
     classes = [{"id": i, "name": names[i], "iou": m["iou"][i], "acc": m["acc"][i], "label_pixels": int(labels[i]),
-                "pred_pixels": int(preds[i]), "absent": i in m["absent_classes"]} for i in range(cm.num_classes)]
+                "pred_pixels": int(preds[i]), "label_share": m["label_share"][i], "pred_share": m["pred_share"][i],
+                "absent": i in m["absent_classes"]} for i in range(cm.num_classes)]
     summary = {"miou": m["miou"], "pixel_acc": m["pixel_acc"], "mean_acc": m["mean_acc"], "fwiou": m["fwiou"],
                "pixels": m["pixels"], "classes_in_mean": cm.num_classes - len(m["absent_classes"]),
-               "absent_classes": [names[i] for i in m["absent_classes"]]}
+               "absent_classes": [names[i] for i in m["absent_classes"]],
+               "degenerate": degeneracy(m, names, degenerate_share)}
     return summary, classes
 
 

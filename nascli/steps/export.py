@@ -5,8 +5,9 @@ export size (and, with `--dynamic`, also at batch 2 and a larger size) against P
 absolute logit difference must be within the tolerance (default 1e-3), else exit 4 with the file kept
 for inspection and export.json saying `"passed": false`.
 
-Files: RUN/export/model.onnx (metadata inside: encoding, classes, mean/std, input size, ...) and
-RUN/export/export.json (opset, exporter, shapes, differences, tolerance, versions, sha256).
+Files: RUN/export/<model>/model.onnx (metadata inside: encoding, classes, mean/std, input size, ...) and
+RUN/export/<model>/export.json (opset, exporter, shapes, differences, tolerance, versions, sha256), <model>
+being the folder of the trained model under RUN/train (nascli.steps.trained).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from nascli.profile.system import versions
 from nascli.rundir import RunDir, atomic_write, atomic_write_json
 from nascli.steps.common import setup_torch
 from nascli.steps.eval import load_pytorch
+from nascli.steps.trained import default_checkpoint, export_dir, label_of
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +62,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
     if not tolerance > 0:
         raise UsageError(f"option --tolerance: {tolerance} must be positive", hint=f"e.g. {DEFAULT_TOLERANCE}")
     setup_torch(recipe)
-    path = Path(checkpoint) if checkpoint is not None else run_dir.require(
-        run_dir.file("train", "best.pth"), "train", "--checkpoint FILE")
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
     loaded = load_pytorch(path, "cpu")
-    size = tuple(input_size or loaded.meta.get("input_size") or recipe.data.input_size)
-    edir = run_dir.sub("export")
+    size = tuple(input_size or data_size(recipe) or loaded.meta.get("input_size") or recipe.data.input_size)
+    edir = export_dir(run_dir, label_of(run_dir, path))
     onnx_path, json_path = edir / "model.onnx", edir / "export.json"
     with run_dir.step("export", interrupted="export interrupted", checkpoint=str(path)) as done:
         report = _export(loaded, path, size, opset, dynamic, tolerance, onnx_path, recipe.threads)
@@ -76,6 +77,42 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
                                    "agreement there is fine")
         done.update(onnx=str(onnx_path), max_abs_diff=report["max_abs_diff"])
     return ExportResult(run_dir.path, onnx_path, json_path, report)
+
+
+def data_size(recipe: Recipe) -> tuple[int, int] | None:
+    """The (H, W) every validation image shares, scaled by data.eval_scale (what `eval` feeds the model), so
+    the exported model takes the images as they come; None (with the reason logged) when there is no list or
+    the sizes differ. Reads image headers only."""
+    from PIL import Image
+
+    from nascli.data.listfile import read_list
+    from nascli.errors import DataError
+
+    d = recipe.data
+    if d.val_list is None or not Path(d.val_list).is_file():
+        return None
+    sizes = set()
+    try:
+        for sample in read_list(d.val_list, d.data_root):
+            with Image.open(sample.image) as img:
+                w, h = img.size
+                if img.getexif().get(0x0112) in (5, 6, 7, 8):  # EXIF rotation by 90 degrees: shown as h x w
+                    w, h = h, w
+            sizes.add((h, w))
+            if len(sizes) > 1:
+                break
+    except (OSError, DataError) as e:
+        log.info("export size: the validation images cannot be read (%s); using the training size", e)
+        return None
+    if len(sizes) != 1:
+        log.info("export size: the validation images differ in size; using the training crop (give --input-size, "
+                 "or --dynamic for any size)")
+        return None
+    h, w = sizes.pop()
+    size = (round(h * d.eval_scale), round(w * d.eval_scale))
+    log.info("export size %dx%d: the size of every validation image%s", *size,
+             f" x eval_scale {d.eval_scale:g}" if d.eval_scale != 1 else "")
+    return size
 
 
 def metadata(loaded, checkpoint: Path, size: tuple[int, int], dynamic: bool) -> dict[str, Any]:

@@ -31,11 +31,11 @@ from torch.utils.data import DataLoader
 from nascli.config import Recipe
 from nascli.engine.checkpoint import FORMAT, safe_load, save_checkpoint
 from nascli.engine.evaluator import evaluate_model
+from nascli.engine.losses import SegLoss, resolve_class_weights, with_min_steps
 from nascli.engine.loops import (
     make_optimizer,
     make_scheduler,
     recalibrate_bn,
-    seg_loss,
     train_steps,
 )
 from nascli.errors import CheckpointError, DataError, UsageError
@@ -78,6 +78,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, weights: Path | None = None, imagefo
     if weights is not None and imagefolder is not None:
         raise UsageError("options --weights and --imagefolder both give the encoder's source", hint="give one of them")
     device = setup_torch(recipe)
+    run_dir.check_free()
     progress = progress or (lambda event: None)
     if weights is not None:
         state, meta = _read_weights(Path(weights))
@@ -160,35 +161,45 @@ def _loader(ds, batch_size: int, seed: int, epoch: int, workers: int) -> DataLoa
 
 def _train_dense(recipe: Recipe, device: torch.device,
                  progress: Callable[[dict], None]) -> tuple[dict, dict, list[dict]]:
-    cfg, seed, ignore = recipe.pretrain, recipe.seed, recipe.data.ignore_index
+    """Train our encoder + an LR-ASPP head on the segmentation data; keep the encoder of the best epoch by
+    validation mIoU (as `train` keeps best.pth), not of the last."""
+    cfg, seed, d = recipe.pretrain, recipe.seed, recipe.data
+    ignore = d.ignore_index
     torch.manual_seed(seed)
-    model = create_model("mobilenetv2_lraspp", num_classes=recipe.data.num_classes).to(device)
+    model = create_model("mobilenetv2_lraspp", num_classes=d.num_classes).to(device)
     train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
     steps = len(_loader(train_ds, cfg.batch_size, seed, 0, 0))
+    cfg = with_min_steps(cfg, steps, "pretraining")
+    loss_fn = SegLoss(cfg.loss, ignore, resolve_class_weights(cfg, train_ds, d.num_classes, ignore, "pretrain",
+                                                              d.class_names))
     opt = make_optimizer(model.parameters(), cfg)
     sched = make_scheduler(opt, cfg, steps)
-    history = []
+    history: list[dict] = []
+    best_state, best = None, None
     for epoch in range(cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(seed, 0xD12, epoch))
         model.train()
-        loss = train_steps(lambda b: seg_loss(model(b[0].to(device)), b[1].to(device), ignore),
-                           _loader(train_ds, cfg.batch_size, seed, epoch, recipe.data.workers), opt, sched,
+        loss = train_steps(lambda b: loss_fn(model(b[0].to(device)), b[1].to(device)),
+                           _loader(train_ds, cfg.batch_size, seed, epoch, d.workers), opt, sched,
                            on_step=_on_step(progress, epoch, cfg.epochs, steps))
-        _precise_bn(model, _loader(train_ds, cfg.batch_size, seed, epoch, recipe.data.workers), cfg.batch_size, device)
-        m = evaluate_model(model, val_ds, recipe.data.num_classes, ignore, cfg.batch_size, device)
+        _precise_bn(model, _loader(train_ds, cfg.batch_size, seed, epoch, d.workers), cfg.batch_size, device)
+        m = evaluate_model(model, val_ds, d.num_classes, ignore, cfg.batch_size, device)
         row = {"epoch": epoch + 1, "train_loss": round(loss, 6), "val_miou": round(m["miou"], 6),
                "val_pixel_acc": round(m["pixel_acc"], 6), "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)
-        log.info("pretrain epoch %d/%d: loss %.4f, val mIoU %.4f (LR-ASPP head)", epoch + 1, cfg.epochs, loss,
-                 row["val_miou"])
+        improved = best is None or (not math.isnan(row["val_miou"]) and row["val_miou"] > best["val_miou"])
+        if improved:
+            best, best_state = row, _cpu(model.encoder.state_dict())
+        log.info("pretrain epoch %d/%d: loss %.4f, val mIoU %.4f (LR-ASPP head)%s", epoch + 1, cfg.epochs, loss,
+                 row["val_miou"], ", best so far" if improved else "")
         progress({"event": "epoch", "row": row, "epochs": cfg.epochs})
-    last = history[-1]
-    meta = {"source": f"dense pretraining on {recipe.data.train_list} with an LR-ASPP head ({cfg.epochs} epochs, "
-                      f"val mIoU {last['val_miou']:.4f})",
-            "task": "segmentation", "epochs": cfg.epochs, "val_miou": last["val_miou"],
-            "train_list": str(recipe.data.train_list), "num_classes": recipe.data.num_classes}
-    return _cpu(model.encoder.state_dict()), meta, history
+    log.info("keeping the encoder of epoch %d of %d (best val mIoU %.4f)", best["epoch"], cfg.epochs, best["val_miou"])
+    meta = {"source": f"dense pretraining on {d.train_list} with an LR-ASPP head (epoch {best['epoch']} of "
+                      f"{cfg.epochs}, the best by val mIoU {best['val_miou']:.4f})",
+            "task": "segmentation", "epochs": cfg.epochs, "best_epoch": best["epoch"], "val_miou": best["val_miou"],
+            "train_list": str(d.train_list), "num_classes": d.num_classes}
+    return best_state, meta, history
 
 
 def _on_step(progress: Callable[[dict], None], epoch: int, epochs: int, steps: int) -> Callable[[int, float], None]:

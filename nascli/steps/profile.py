@@ -1,7 +1,7 @@
 """`nascli profile`: parameters, MACs at a stated input size, and latency in eager PyTorch and ONNX Runtime.
 
 The model: `--checkpoint` (a nascli checkpoint), `--encoding` (an Adelaide architecture, random weights:
-cost does not depend on them), `--model` (a zoo model, random weights), else RUN/train/best.pth.
+cost does not depend on them), `--model` (a zoo model, random weights), else the latest training's best.pth (RUN/train/<model>/).
 Latency: warm-up, then at least `runs` timed runs and at least `min_seconds`; median and p90 in ms, with
 the threads used (the same count for PyTorch intra-op and onnxruntime intra-op), device, library versions
 and CPU model recorded. MACs are per image (batch 1); latency is per call at `batch`.
@@ -28,6 +28,7 @@ from nascli.rundir import RunDir, atomic_write_json
 from nascli.steps.common import setup_torch
 from nascli.steps.eval import load_pytorch, path_label
 from nascli.algorithms import encoded_model
+from nascli.steps.trained import default_checkpoint
 from nascli.zoo.registry import NEEDS_ENCODING, check_name, create_model
 
 log = logging.getLogger(__name__)
@@ -97,8 +98,7 @@ def _subject(recipe: Recipe, run_dir: RunDir, checkpoint: Path | None, encoding:
         nc = _num_classes(recipe, num_classes)
         description = {"name": model, "weights": "random (cost does not depend on them)", "kwargs": {"num_classes": nc}}
         return _Subject(create_model(model, num_classes=nc), model, description, {})
-    path = Path(checkpoint) if checkpoint is not None else run_dir.require(
-        run_dir.file("train", "best.pth"), "train", "--checkpoint, --encoding or --model")
+    path = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
     if num_classes is not None:
         raise UsageError("--num-classes applies to --encoding/--model; a checkpoint has its own",
                          hint="drop --num-classes")

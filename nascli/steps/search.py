@@ -57,8 +57,8 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ["index", "encoding", "space", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
            "latency_ms", "latency_runtime", "latency_size", "fwIOU", "mean_acc", "pixel_acc", "reward",
-           "reward_stage1", "stage", "stop_prob", "logp", "repeats", "epochs", "mode", "train_seconds", "seconds",
-           "mutated_position", "weights", "message"]
+           "reward_stage1", "stage", "stop_prob", "logp", "repeats", "degenerate", "degenerate_reason", "pred_share",
+           "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
 # What a candidate's numbers depend on: a resumed search must match these. The budget, how the search
 # runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
@@ -104,7 +104,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     setup_torch(recipe)
     if "latency" in recipe.search.objectives:
         recipe.search.measure_latency = True
-    validate_lists(recipe)
+    run_dir.check_free()  # the cheap checks first: a busy run directory or a wrong option fails at once
     encoder_source = _encoder_source(run_dir, encoder_weights)
     algorithm = get_algorithm(recipe.search.algo)
     if encoder_weights is not None and not algorithm.shared_encoder:
@@ -118,6 +118,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     _check_state_files(sdir)
     if encoder_weights is not None:
         _check_same_encoder(sdir / "encoder.pth", Path(encoder_weights))
+    validate_lists(recipe)
 
     def interrupted() -> tuple[str, str]:
         done = len(read_jsonl(sdir / "records.jsonl"))
@@ -294,8 +295,8 @@ def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposa
     result = evaluator.train_and_eval(proposal.encoding, recipe.seed, weights)
     fault_point("search_trained")
     record = {
-        "index": index, "encoding": proposal.encoding, "space": evaluator.space.name, "phase": proposal.phase, "parent": proposal.parent or "",
-        **cost, **result, "epochs": recipe.candidate.epochs, "mode": recipe.candidate.mode,
+        "index": index, "encoding": proposal.encoding, "space": evaluator.space.name, "phase": proposal.phase,
+        "parent": proposal.parent or "", **cost, **result, "epochs": evaluator.cfg.epochs, "mode": recipe.candidate.mode,
         "seconds": round(time.perf_counter() - started, 2),
         "weights": str(weights.relative_to(sdir)) if weights.exists() else "",
         **proposal.info,
@@ -374,7 +375,9 @@ def _write_tables(sdir: Path, records: list[dict], objectives: list[str]) -> Non
 
 
 def _best(records: list[dict]) -> float | None:
-    ok = [r["mIOU"] for r in records if r.get("status") == "ok" and r.get("mIOU") is not None]
+    """The best mIoU among the candidates that are not degenerate."""
+    ok = [r["mIOU"] for r in records if r.get("status") == "ok" and r.get("mIOU") is not None
+          and not r.get("degenerate")]
     return max(ok) if ok else None
 
 

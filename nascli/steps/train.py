@@ -41,9 +41,10 @@ from nascli.engine.loops import (
     make_optimizer,
     make_scheduler,
     recalibrate_bn,
-    seg_loss,
     train_steps,
 )
+from nascli.engine.losses import SegLoss, resolve_class_weights, with_min_steps
+from nascli.engine.metrics import degeneracy, share_text
 from nascli.errors import (
     CheckpointError,
     EncodingError,
@@ -64,6 +65,7 @@ from nascli.steps.common import (
     setup_torch,
     validate_lists,
 )
+from nascli.steps.trained import latest_label, model_label, set_latest, train_dir
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
 from nascli.zoo.registry import NEEDS_ENCODING, OWN_ENCODER, check_name, create_model
 
@@ -73,7 +75,7 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = ("device", "threads", "data.workers")
 BN_IMAGES = 256  # training images (augmented) used to re-estimate BN statistics before each evaluation
 METRIC_COLUMNS = ["epoch", "train_loss", "lr", "val_miou", "val_fwiou", "val_pixel_acc", "val_mean_acc", "best",
-                  "seconds"]
+                  "degenerate", "val_pred_share", "seconds"]
 
 
 @dataclass
@@ -172,9 +174,20 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
     if ok.empty:
         raise RunDirError(f"{path} has no successfully evaluated candidate",
                           hint="search longer, or pass --encoding/--model")
+    flagged = ok["degenerate"].astype(str).str.lower() == "true" if "degenerate" in ok else None
+    note = ""
+    if flagged is not None and flagged.any():
+        if flagged.all():
+            log.warning("every candidate in %s is degenerate (predicts one class, or misses a frequent one): "
+                        "training the best of them by mIoU anyway", path)
+            note = ", degenerate like every candidate"
+        else:
+            log.info("skipping %d degenerate candidates of %d for the best pick", int(flagged.sum()), len(ok))
+            note = f", {int(flagged.sum())} degenerate candidates skipped"
+            ok = ok[~flagged]
     row = ok.loc[ok["mIOU"].astype(float).idxmax()]
     name, kwargs, code = encoded_model(recipe, str(row["encoding"]), num_classes, flag=str(path))
-    origin = f"search best by mIoU: candidate {row.get('index')} ({float(row['mIOU']):.4f} in search)"
+    origin = f"search best by mIoU: candidate {row.get('index')} ({float(row['mIOU']):.4f} in search{note})"
     return ModelSource(name, kwargs, origin, code)
 
 
@@ -229,43 +242,61 @@ def meta_for(recipe: Recipe, source: ModelSource) -> dict[str, Any]:
 def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: str | None = None,
         pick: str | None = None, encoder: Path | None = None, resume: bool = False,
         progress: Callable[[dict], None] | None = None) -> TrainResult:
-    """Validate everything, then train (or continue the training in RUN/train with `resume`)."""
+    """Validate everything, then train into RUN/train/<model>/ (or continue that training with `resume`)."""
     recipe = resolve_data(recipe)
     device = setup_torch(recipe)
-    validate_lists(recipe)
-    tdir = run_dir.sub("train")
-    last = tdir / "last.pth"
+    chosen = any(v is not None for v in (model, encoding, pick))
+    run_dir.check_free()
     if resume:
-        if any(v is not None for v in (model, encoding, pick)):
-            raise UsageError("--resume continues the model in RUN/train/last.pth; --model/--encoding/--pick conflict",
-                             hint="drop them, or start a new training without --resume")
+        if chosen:
+            chosen_source = resolve_source(recipe, run_dir, model=model, encoding=encoding, pick=pick,
+                                           num_classes=recipe.data.num_classes)
+            label = model_label(chosen_source.name, chosen_source.encoding)
+        else:
+            label = latest_label(run_dir)
+            if label is None:
+                raise RunDirError(f"--resume: nothing to resume ({run_dir.sub('train')}/<model>/last.pth not found)",
+                                  hint=f"run `nascli train -r {run_dir.path}` without --resume")
+        tdir = train_dir(run_dir, label)
+        last = tdir / "last.pth"
         source, net, state = _resumed(recipe, run_dir, last)
         enc_origin = None
+        validate_lists(recipe)
     else:
-        _refuse_unfinished(last, run_dir)
+        latest = latest_label(run_dir)
+        if not chosen and latest is not None:  # `train -r RUN` after a kill most likely means "continue"
+            _refuse_unfinished(train_dir(run_dir, latest) / "last.pth", run_dir, "")
         source = resolve_source(recipe, run_dir, model=model, encoding=encoding, pick=pick,
                                 num_classes=recipe.data.num_classes)
+        label = model_label(source.name, source.encoding)
+        tdir = train_dir(run_dir, label)
+        last = tdir / "last.pth"
+        chosen_flags = f" --model {source.name}" if source.encoding is None else f" --encoding {source.encoding}"
+        _refuse_unfinished(last, run_dir, chosen_flags if label != latest else "")
         enc_path = encoder_file(run_dir, encoder) if source.name in OWN_ENCODER else None
         enc = _load_encoder(enc_path) if enc_path is not None else None
+        validate_lists(recipe)  # after the cheap checks: a wrong option fails before the data is read
         torch.manual_seed(recipe.seed)
         net, state = create_model(source.name, **source.kwargs), None
         enc_origin = _init_encoder(net, source, enc)
     progress = progress or (lambda event: None)
+    again = f"nascli train -r {run_dir.path} --resume"
+
     def interrupted() -> tuple[str, str]:
         epochs = _epochs_done(last)
         if not epochs:
             return "training interrupted before its first epoch finished; nothing was saved", "run the same command again"
-        return (f"training interrupted after {epochs} finished epochs; {last} holds the last one",
-                f"continue with `nascli train -r {run_dir.path} --resume`")
+        return f"training interrupted after {epochs} finished epochs; {last} holds the last one", f"continue with `{again}`"
 
     with run_dir.step("train", interrupted=interrupted, model=source.name, encoding=source.encoding,
-                      source=source.origin) as done:
+                      source=source.origin, folder=str(tdir)) as done:
         tdir.mkdir(parents=True, exist_ok=True)
         if state is None:
             _clear_previous(tdir)
+        set_latest(run_dir, label)
         atomic_write_text(tdir / "config.yaml", recipe_to_yaml(recipe))
         save_run_recipe(run_dir, recipe)  # eval, export and profile on this run start from it
-        result = _train(recipe, run_dir, source, net.to(device), device, state, progress)
+        result = _train(recipe, run_dir, tdir, source, net.to(device), device, state, progress)
         result.encoder_origin = enc_origin
         done.update(epochs=len(result.history), best_miou=result.best.get("val_miou"),
                     best_epoch=result.best.get("epoch"))
@@ -288,7 +319,8 @@ def _resumed(recipe: Recipe, run_dir: RunDir, last: Path) -> tuple[ModelSource, 
     return source, model_from_checkpoint(state, last), state
 
 
-def _refuse_unfinished(last: Path, run_dir: RunDir) -> None:
+def _refuse_unfinished(last: Path, run_dir: RunDir, flags: str) -> None:
+    """An unfinished training is continued with --resume (`flags` choose its model), never silently replaced."""
     if not last.is_file():
         return
     try:
@@ -298,7 +330,7 @@ def _refuse_unfinished(last: Path, run_dir: RunDir) -> None:
     done, total = int(ckpt.get("epoch", 0)), int(ckpt.get("epochs", 0))
     if done < total:
         raise UsageError(f"{last} holds an unfinished training ({done} of {total} epochs)",
-                         hint=f"continue it with `nascli train -r {run_dir.path} --resume`, "
+                         hint=f"continue it with `nascli train -r {run_dir.path} --resume{flags}`, "
                               f"or delete {last.parent} to start over")
 
 
@@ -347,13 +379,16 @@ def _loader(train_ds, cfg, seed: int, epoch: int, workers: int) -> DataLoader:
                       num_workers=workers)
 
 
-def _train(recipe: Recipe, run_dir: RunDir, source: ModelSource, net: torch.nn.Module, device: torch.device,
-           state: dict | None, progress: Callable[[dict], None]) -> TrainResult:
+def _train(recipe: Recipe, run_dir: RunDir, tdir: Path, source: ModelSource, net: torch.nn.Module,
+           device: torch.device, state: dict | None, progress: Callable[[dict], None]) -> TrainResult:
     started = time.perf_counter()
-    cfg, seed, ignore = recipe.train, recipe.seed, recipe.data.ignore_index
-    tdir = run_dir.sub("train")
+    cfg, seed, d = recipe.train, recipe.seed, recipe.data
     train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
     steps = len(_loader(train_ds, cfg, seed, 0, 0))
+    cfg = with_min_steps(cfg, steps, "training")
+    recipe = recipe.model_copy(update={"train": cfg})
+    loss_fn = SegLoss(cfg.loss, d.ignore_index,
+                      resolve_class_weights(cfg, train_ds, d.num_classes, d.ignore_index, "train", d.class_names))
     opt = make_optimizer(net.parameters(), cfg)
     sched = make_scheduler(opt, cfg, steps)
     history: list[dict] = []
@@ -372,10 +407,10 @@ def _train(recipe: Recipe, run_dir: RunDir, source: ModelSource, net: torch.nn.M
         loader = _loader(train_ds, cfg, seed, epoch, recipe.data.workers)
         lr = opt.param_groups[0]["lr"]
         net.train()
-        loss = train_steps(lambda b: seg_loss(net(b[0].to(device)), b[1].to(device), ignore), loader, opt, sched,
+        loss = train_steps(lambda b: loss_fn(net(b[0].to(device)), b[1].to(device)), loader, opt, sched,
                            on_step=_on_step(progress, epoch, cfg.epochs, steps))
         metrics = _evaluate(net, recipe, train_ds, val_ds, epoch, device)
-        row = _row(epoch, loss, lr, metrics, history, time.perf_counter() - t0)
+        row = _row(epoch, loss, lr, metrics, history, time.perf_counter() - t0, d)
         history.append(row)
         ckpt = {"model": spec, "state_dict": net.state_dict(), "meta": meta, "epoch": epoch + 1, "epochs": cfg.epochs,
                 "history": history, "train_config": cfg.model_dump(mode="json"), "seed": seed}
@@ -383,8 +418,9 @@ def _train(recipe: Recipe, run_dir: RunDir, source: ModelSource, net: torch.nn.M
         if row["best"]:
             save_checkpoint(tdir / "best.pth", ckpt)
         _write_metrics(tdir / "metrics.csv", history)
-        log.info("epoch %d/%d: loss %.4f, val mIoU %.4f, pixel acc %.4f%s (%.1f s)", epoch + 1, cfg.epochs, loss,
-                 row["val_miou"], row["val_pixel_acc"], ", best so far" if row["best"] else "", row["seconds"])
+        log.info("epoch %d/%d: loss %.4f, val mIoU %.4f, pixel acc %.4f%s%s (%.1f s)", epoch + 1, cfg.epochs, loss,
+                 row["val_miou"], row["val_pixel_acc"], ", best so far" if row["best"] else "",
+                 f", DEGENERATE ({row['degenerate']})" if row["degenerate"] else "", row["seconds"])
         progress({"event": "epoch", "row": row, "epochs": cfg.epochs})
     best = max((r for r in history if not math.isnan(r["val_miou"])), key=lambda r: r["val_miou"], default={})
     return TrainResult(run_dir.path, source, history, best, tdir / "last.pth", tdir / "best.pth", tdir / "metrics.csv",
@@ -406,13 +442,15 @@ def _evaluate(net, recipe: Recipe, train_ds, val_ds, epoch: int, device: torch.d
     return evaluate_model(net, val_ds, recipe.data.num_classes, recipe.data.ignore_index, cfg.batch_size, device)
 
 
-def _row(epoch: int, loss: float, lr: float, metrics: dict, history: list[dict], seconds: float) -> dict:
+def _row(epoch: int, loss: float, lr: float, metrics: dict, history: list[dict], seconds: float, data) -> dict:
     best_before = max((r["val_miou"] for r in history if not math.isnan(r["val_miou"])), default=-math.inf)
     miou = float(metrics["miou"])
+    why = degeneracy(metrics, data.class_names, data.degenerate_share)
     return {"epoch": epoch + 1, "train_loss": round(loss, 6), "lr": lr,
             "val_miou": round(miou, 6), "val_fwiou": round(float(metrics["fwiou"]), 6),
             "val_pixel_acc": round(float(metrics["pixel_acc"]), 6), "val_mean_acc": round(float(metrics["mean_acc"]), 6),
-            "best": bool(not math.isnan(miou) and miou > best_before), "seconds": round(seconds, 2)}
+            "best": bool(not math.isnan(miou) and miou > best_before), "degenerate": why or "",
+            "val_pred_share": share_text(metrics.get("pred_share") or []), "seconds": round(seconds, 2)}
 
 
 def _write_metrics(path: Path, history: list[dict]) -> None:

@@ -32,6 +32,11 @@ def search_argv(run: Path, recipe: Path, data: Path) -> list[str]:
             *THREADS]
 
 
+def train_dir(run: Path) -> Path:
+    """Where train_argv's model is trained: one folder per trained model under RUN/train."""
+    return Path(run) / "train" / f"adelaide-{ENCODING.lstrip('_')}"
+
+
 def train_argv(run: Path, recipe: Path, data: Path) -> list[str]:
     """A 3-epoch training of a small searched architecture: 3 optimiser steps an epoch on the demo fixture."""
     return ["train", "-r", str(run), "--recipe", str(recipe), *data_flags(data), "--encoding", ENCODING,
@@ -69,7 +74,8 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 
 
 def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.startswith("Error:")]
+    """The one-line failure reports: `Error: ...`, or `Interrupted: ...` after Ctrl-C."""
+    return [line for line in stderr.splitlines() if line.startswith(("Error:", "Interrupted:"))]
 
 
 def assert_clean_error(code: int, stdout: str, stderr: str, expected_code: int, *words: str) -> str:

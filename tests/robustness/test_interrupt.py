@@ -15,6 +15,7 @@ import pytest
 from nascli.rundir import read_jsonl
 
 from .helpers import (
+    train_dir,
     CANDIDATES,
     NASCLI,
     assert_clean_error,
@@ -37,7 +38,9 @@ def interrupt_when(argv: list[str], ready: Callable[[], bool], tmp_path: Path) -
             time.sleep(0.02)
         assert proc.poll() is None, f"it finished before it could be interrupted: {err.read_text()[-2000:]}"
         proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
         proc.wait(timeout=120)
+        interrupt_when.seconds = time.monotonic() - sent  # how long the process took to stop
     return proc.returncode, out.read_text(), err.read_text()
 
 
@@ -72,7 +75,10 @@ def test_sigint_stops_a_search_that_the_same_command_resumes(tmp_path, tiny_reci
 
     done = len(read_jsonl(records))
     assert 1 <= done < CANDIDATES
-    assert_clean_error(code, out, err, 130, f"search interrupted after {done} candidates", "saved")
+    assert interrupt_when.seconds < 10, f"took {interrupt_when.seconds:.1f} s to stop"
+    assert "Stopping (Ctrl-C)" in err  # says at once that it is stopping
+    line = assert_clean_error(code, out, err, 130, f"search interrupted after {done} candidates", "saved")
+    assert line.startswith("Interrupted: ") and "Error:" not in err  # an interruption, not an error
     assert "Hint: run the same command again to resume" in err
     assert json.loads((run / "status" / "search.json").read_text())["state"] == "interrupted"
     assert temp_files(run) == []  # Ctrl-C inside a write removes its temporary file
@@ -89,12 +95,12 @@ def test_sigint_stops_a_search_that_the_same_command_resumes(tmp_path, tiny_reci
 @pytest.mark.slow
 def test_sigint_stops_a_training_that_resume_finishes(tmp_path, tiny_recipe, demo_data, train_reference):
     run = tmp_path / "run"
-    metrics = run / "train" / "metrics.csv"
+    metrics = train_dir(run) / "metrics.csv"
     code, out, err = interrupt_when(train_argv(run, tiny_recipe, demo_data), lambda: lines(metrics) >= 2, tmp_path)
 
     from nascli.engine.checkpoint import load_checkpoint
 
-    done = load_checkpoint(run / "train" / "last.pth")["epoch"]  # whole epochs saved when Ctrl-C arrived
+    done = load_checkpoint(train_dir(run) / "last.pth")["epoch"]  # whole epochs saved when Ctrl-C arrived
     assert 1 <= done < 3
     assert_clean_error(code, out, err, 130, f"training interrupted after {done} finished epochs", "last.pth")
     assert f"Hint: continue with `nascli train -r {run} --resume`" in err
@@ -102,6 +108,6 @@ def test_sigint_stops_a_training_that_resume_finishes(tmp_path, tiny_recipe, dem
 
     again = nascli(["train", "-r", run, "--resume"])
     assert again.returncode == 0, again.stderr[-3000:]
-    history, reference = pd.read_csv(metrics), pd.read_csv(train_reference / "train" / "metrics.csv")
+    history, reference = pd.read_csv(metrics), pd.read_csv(train_dir(train_reference) / "metrics.csv")
     assert list(history["epoch"]) == [1, 2, 3]
     assert list(history["val_miou"]) == list(reference["val_miou"])

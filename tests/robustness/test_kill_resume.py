@@ -20,6 +20,7 @@ import pytest
 from nascli.rundir import read_jsonl
 
 from .helpers import (
+    train_dir,
     CANDIDATES,
     env,
     nascli,
@@ -118,7 +119,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, demo_data
     from nascli.engine.checkpoint import load_checkpoint
 
     run = tmp_path / "run"
-    tdir = run / "train"
+    tdir = train_dir(run)
     killed = nascli(train_argv(run, tiny_recipe, demo_data), kill_at=kill_at)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     # Either way the previous checkpoint (epoch 1) is whole and loads; a save cut short left only a temp file.
@@ -130,7 +131,7 @@ def test_killed_training_resumes_to_the_uninterrupted_result(tmp_path, demo_data
     done = nascli(["train", "-r", run, "--resume"])
     assert done.returncode == 0, done.stderr[-3000:]
     assert "1 of 3 epochs done" in done.stderr
-    history, reference = pd.read_csv(tdir / "metrics.csv"), pd.read_csv(train_reference / "train" / "metrics.csv")
+    history, reference = pd.read_csv(tdir / "metrics.csv"), pd.read_csv(train_dir(train_reference) / "metrics.csv")
     assert list(history["epoch"]) == [1, 2, 3]  # each epoch exactly once
     same = ["epoch", "train_loss", "lr", "val_miou", "val_fwiou", "val_pixel_acc", "val_mean_acc", "best"]
     pd.testing.assert_frame_equal(history[same], reference[same])
