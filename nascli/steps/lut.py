@@ -58,7 +58,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, en
         codes = [space.canonical(e) for e in encodings or []]
     except ValueError as e:
         raise EncodingError(f"option --encoding: {e}", hint="encodings of this recipe's proxyless: space") from None
-    fp = fingerprint(s.latency_runtime, s.latency_threads, recipe.device)
+    fp = fingerprint(s.latency_runtime, s.latency_threads)  # the table times on the CPU
     table = LatencyTable.open(fp, Path(cfg.lut_file) if cfg.lut_file else None)
     layout = lut_layout(space, size, num_classes, **supernet_kwargs(cfg))
     layers, fixed = layout
@@ -74,7 +74,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, en
     rows = []
     for i, code in enumerate(codes):
         net = build_proxyless(**model_kwargs(cfg, code, num_classes))
-        got = measure(net, size, device=recipe.device, threads=s.latency_threads, warmup=5, runs=runs)["median_ms"]
+        got = measure(net, size, device="cpu", threads=s.latency_threads, warmup=5, runs=runs)["median_ms"]
         pred = latency.predict(space.indices(code))
         rows.append({"encoding": code, "predicted_ms": round(pred, 4), "measured_ms": round(got, 4),
                      "error_pct": round(100 * (pred - got) / got, 2)})
