@@ -8,7 +8,8 @@ supernet training step costs against a step of the derived fixed network.
 2. `--steps` weight steps of the supernet (a new uniformly sampled path each step, as in warm-up) and of
    the fixed network of one subnet (the derived one of `--run`, else the first random subnet), same batch,
    crop and threads, interleaved in rounds so that a drifting machine slows both alike: the ratio of
-   median step times.
+   median step times; and, path by path, the supernet against the fixed network of the same path (the
+   cost of the one-shot machinery itself).
 
     python bench/proxyless_lut.py --recipe recipes/camvid_proxyless.yml --num-classes 11 \
         --runtime onnxruntime --size 360x480 --threads 2 --subnets 20
@@ -64,9 +65,27 @@ def step_cost(recipe, num_classes: int, encoding: str, steps: int, threads: int)
         for _ in range(steps):
             times["supernet"].append(one(supernet))
             times["fixed"].append(one(fixed))
+        # The machinery's own cost: the supernet on path P against the fixed network of P, same P.
+        same: list[float] = []
+        for _ in range(steps):
+            path = [rng.randrange(len(layer.choices)) for layer in space.layers]
+            code = space.from_indices(path)
+            twin = build_proxyless(**model_kwargs(cfg, code, num_classes)).train()
+            opts[id(twin)] = torch.optim.Adam(twin.parameters(), 1e-4)
+            supernet.set_path(path)
+            pair = []
+            for net in (supernet, twin, supernet, twin):  # warm, then timed, in turn
+                t = time.perf_counter()
+                loss = seg_loss(net(x), y, 255)
+                opts[id(net)].zero_grad(set_to_none=True)
+                loss.backward()
+                opts[id(net)].step()
+                pair.append((time.perf_counter() - t) * 1000)
+            same.append(pair[2] / pair[3])
     sup, fix = statistics.median(times["supernet"]), statistics.median(times["fixed"])
     return {"encoding": encoding, "batch": bs, "crop": [h, w], "steps": steps, "supernet_ms": round(sup, 1),
-            "fixed_ms": round(fix, 1), "ratio": round(sup / fix, 3)}
+            "fixed_ms": round(fix, 1), "ratio": round(sup / fix, 3),
+            "same_path_ratio_median": round(statistics.median(same), 3), "same_path_ratios": [round(r, 3) for r in same]}
 
 
 def main() -> None:
@@ -121,7 +140,10 @@ def main() -> None:
 
 Training-step cost (target <= 1.5x): a supernet weight step (one sampled path) {cost['supernet_ms']} ms vs
 the fixed network of `{cost['encoding']}` {cost['fixed_ms']} ms, batch {cost['batch']} at
-{cost['crop'][0]}x{cost['crop'][1]}, median of {cost['steps']} interleaved steps: **{cost['ratio']}x**.
+{cost['crop'][0]}x{cost['crop'][1]}, median of {cost['steps']} interleaved steps: **{cost['ratio']}x**. The
+supernet's steps run random paths, mostly heavier than that subnet; on the same path as a fixed network
+(one random path per pair, supernet and fixed net stepped in turn) the supernet step costs
+**{cost['same_path_ratio_median']}x** the fixed one (median of {cost['steps']} paths).
 """
     common.write_section("proxyless_lut", md)
     print(md)
