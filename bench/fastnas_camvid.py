@@ -52,7 +52,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--max-val-images", type=int, default=32)
     p.add_argument("--agg-size", type=int, default=32)
     p.add_argument("--controller-lr", type=float, default=3e-3,
-                   help="PPO Adam lr; the reference's 1e-4 barely moves the policy within tens of samples")
+                   help="PPO Adam lr: 30x the product's fast_nas.lr 1e-4, so that tens of samples can show a "
+                        "trend (1e-4 itself is not measured: BENCHMARKS.md)")
     p.add_argument("--ppo-batch", type=int, default=4, help="rollouts per PPO update")
     p.add_argument("--encoder", type=Path, help="pretrained encoder (e.g. RUN/pretrain/encoder.pth); default random")
     p.add_argument("--seed", type=int, default=0)
@@ -128,7 +129,10 @@ def report(args: argparse.Namespace, cmd: list[str]) -> None:
     rows = summarise(df, args.window)
     slope, err = trend(list(_fill(df["reward"], df["status"])))
     head = common.header("fastnas_camvid")
+    # What the search ran with (a --summary-only call's own --controller-lr may differ).
+    lr = yaml.safe_load((args.run_dir / "bench_recipe.yml").read_text())["fast_nas"]["lr"]
     lines = [f"command: {shlex.join(cmd)}", f"machine: {common.machine_line(head['machine'])}",
+             f"controller lr: {lr:g} (the product's default fast_nas.lr is 1e-4)",
              f"candidates: {len(df)} ({(df['status'] != 'ok').sum()} failed), "
              f"search seconds (sum over candidates): {df['seconds'].sum():.0f}",
              "", f"{'candidates':>11} {'reward':>8} {'stage1':>8} {'stage2%':>8} {'logp':>9} {'best mIoU':>9}"]
@@ -138,7 +142,7 @@ def report(args: argparse.Namespace, cmd: list[str]) -> None:
     lines += ["", f"reward trend: {slope:+.5f} per candidate (standard error {err:.5f}; "
                   f"{'rising' if slope > 2 * err else 'falling' if slope < -2 * err else 'no clear trend'})"]
     print("\n".join(lines))  # the benchmark's result, on stdout
-    common.save_json("fastnas_camvid", {**head, "search_command": shlex.join(cmd), "windows": rows,
+    common.save_json("fastnas_camvid", {**head, "search_command": shlex.join(cmd), "controller_lr": lr, "windows": rows,
                                         "slope": slope, "slope_se": err, "candidates": len(df)})
     common.write_section("fastnas_camvid", "\n".join(
         ["### Fast-NAS on CamVid: does the controller learn? (issue 5)", f"`{head['command']}` — {head['date']}  ",

@@ -9,6 +9,7 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       search/config.yaml       search: the resolved recipe (a re-run must match it to resume)
       search/records.jsonl     search: one JSON line per finished candidate, append-only
       search/strategy.pt       search: strategy state after the last told record
+      search/runtime.json      search: threads and device the records were made with (a resume must match)
       search/candidates/NNNN/  search: record.json + weights.pth of candidate NNNN
       search/result.csv        search: every candidate (rewritten from records.jsonl)
       search/pareto_front.csv  search: the non-dominated candidates

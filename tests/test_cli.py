@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-SUBCOMMANDS = ["pretrain-backbone", "search", "train", "eval", "profile", "export", "pareto", "models",
+SUBCOMMANDS = ["pretrain-backbone", "search", "train", "eval", "profile", "export", "pareto", "predict", "models",
                "data check", "data demo"]
 
 

@@ -187,15 +187,16 @@ def test_running_mean_is_bias_corrected():
     assert m.value == pytest.approx((0.99 * 0.01 * 0.4 + 0.01 * 0.2) / (1 - 0.99**2))
 
 
-def test_polyak_average_with_warm_up():
+def test_polyak_average_uses_the_decay_from_the_first_step():
     lin = torch.nn.Linear(1, 1, bias=False)
     torch.nn.init.zeros_(lin.weight)
     avg = Polyak(lin, 0.9)
     with torch.no_grad():
         lin.weight.fill_(1.0)
-    avg.update()  # decay min(0.9, 1/10) = 0.1
+    for _ in range(3):
+        avg.update()  # the start (0) keeps 0.9**3 of the average, no warm-up ramp
     avg.copy_to()
-    assert lin.weight.item() == pytest.approx(0.9)
+    assert lin.weight.item() == pytest.approx(1 - 0.9**3)
 
 
 def test_auxiliary_cells_are_absent_from_the_inference_model():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -294,3 +295,24 @@ def test_resuming_with_another_encoder_is_refused(tmp_path, run_cli, tiny_recipe
     assert len(read_results(run)[0]) == 1  # nothing was evaluated with the other encoder
     r = run_cli(args + ["--random-samples", "2", "--encoder", str(encoders[0])])
     assert r.code == 0 and len(read_results(run)[0]) == 2, r.stderr
+
+
+def test_resume_on_other_threads_is_refused_unless_allowed(tmp_path, run_cli, tiny_recipe, data_flags):
+    """Threads change floating-point reductions, so a resume on others is not the uninterrupted search (issue 23)."""
+    run = tmp_path / "run"
+    args = ["search", "--algo", "random", "-r", str(run), "--recipe", str(tiny_recipe), *data_flags,
+            "--mutate-samples", "0", "--epochs", "1", "--quiet"]
+    assert run_cli(args + ["--random-samples", "1", "--threads", "1"]).code == 0
+    runtime = json.loads((run / "search" / "runtime.json").read_text())
+    assert runtime["threads"] == 1 and runtime["device"] == "cpu"
+    r = run_cli(args + ["--random-samples", "2", "--threads", "2"])
+    errors = [line for line in r.stderr.splitlines() if line.startswith("Error:")]
+    assert r.code == 2 and len(errors) == 1 and "--threads 1 --device cpu" in errors[0], r.stderr
+    assert "--threads 1" in r.stderr.splitlines()[-1] and "--allow-runtime-change" in r.stderr.splitlines()[-1]
+    assert len(read_results(run)[0]) == 1  # nothing was evaluated on the other thread count
+    r = run_cli(args + ["--random-samples", "2", "--threads", "2", "--allow-runtime-change"])
+    assert r.code == 0 and len(read_results(run)[0]) == 2, r.stderr
+    runtime = json.loads((run / "search" / "runtime.json").read_text())
+    assert runtime["threads"] == 2 and runtime["since_candidate"] == 1
+    assert [(e["threads"], e["device"]) for e in runtime["earlier"]] == [(1, "cpu")]
+    assert run_cli(args + ["--random-samples", "2", "--threads", "1"]).code == 2  # now checked against 2

@@ -65,6 +65,7 @@ def _register() -> None:
         lut,
         models,
         pareto,
+        predict,
         pretrain,
         profile,
         search,
@@ -78,6 +79,7 @@ def _register() -> None:
     app.command("profile")(profile.profile)
     app.command("export")(export.export)
     app.command("pareto")(pareto.pareto)
+    app.command("predict")(predict.predict)
     app.command("models")(models.models)
     app.command("lut")(lut.lut)
     app.add_typer(data.app, name="data")

@@ -55,6 +55,7 @@ def search(
     loss: options.Loss = None,
     class_weights: options.ClassWeights = None,
     min_steps: options.MinSteps = None,
+    allow_runtime_change: Annotated[bool, typer.Option("--allow-runtime-change", help="Resume on other --threads or --device than the search's records were made with (then not exactly what an uninterrupted search gives).")] = False,
     seed: options.Seed = None,
     device: options.Device = None,
     threads: options.Threads = None,
@@ -99,7 +100,8 @@ def search(
     if teacher is not None and not teacher.is_file():
         raise UsageError(f"option --teacher: {teacher} not found", hint="give a checkpoint written by `nascli train`")
     with SearchProgress(enabled=not quiet) as progress:
-        result = step.run(cfg, run, encoder_weights=encoder, progress=progress)
+        result = step.run(cfg, run, encoder_weights=encoder, progress=progress,
+                          allow_runtime_change=allow_runtime_change)
     _report(result, cfg, json_out)
 
 

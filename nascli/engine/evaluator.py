@@ -160,6 +160,9 @@ class CandidateEvaluator:
                         on_step=self._on_step(epoch, steps))
         if self.cfg.precise_bn:
             recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen), forward)
+        # Eval mode either way: in train mode validation batches would normalise with their own statistics
+        # and leave validation statistics in the saved BN buffers.
+        decoder.eval()
         # Logits go straight to the label's size (the cached images may have been scaled for evaluation).
         val = (((_device_taps(taps, self.device), m.shape[-2:]), m.to(self.device)) for taps, m in cache.val_batches())
         return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, ignore)

@@ -90,9 +90,11 @@ class RunningMean:
 class Polyak:
     """Polyak (exponential) averaging of a module's parameters; `copy_to` writes the average back.
 
-    The decay ramps up as min(decay, (1 + t) / (10 + t)) after t updates (TensorFlow's
-    ExponentialMovingAverage with num_updates), so that a short training is not averaged with its
-    initial weights. Buffers (BN statistics) are not averaged: recalibrate them after `copy_to`.
+    avg <- decay * avg + (1 - decay) * weights after every optimiser step, starting from the weights the
+    training starts from, at SPEC's decays as given (no warm-up ramp: issue 23 measured a ramp as no
+    better, see recipes/fast_nas.yml). So after n steps the starting weights still count decay**n: a short
+    stage 2 at 0.99 stays close to its stage-1 start. Buffers (BN statistics) are not averaged:
+    recalibrate them after `copy_to`.
     """
 
     def __init__(self, module: nn.Module, decay: float):
@@ -103,9 +105,8 @@ class Polyak:
 
     @torch.no_grad()
     def update(self) -> None:
-        d = min(self.decay, (1 + self.steps) / (10 + self.steps))
         for a, p in zip(self.avg, self.params):
-            a.mul_(d).add_(p.detach(), alpha=1 - d)
+            a.mul_(self.decay).add_(p.detach(), alpha=1 - self.decay)
         self.steps += 1
 
     @torch.no_grad()
@@ -236,6 +237,7 @@ class ProgressiveEvaluator(CandidateEvaluator):
         average.copy_to()
         recalibrate_bn(decoder, self._cached_train(cache, self.cfg.epochs - 1, gen),
                        lambda b: decoder(b[0], b[1].shape[-2:]))
+        decoder.eval()  # recalibrate_bn leaves it so; said here because the metrics depend on it
         val = ((([t.to(self.device) if t is not None else None for t in taps], m.shape[-2:]), m.to(self.device))
                for taps, m in cache.val_batches())
         return evaluate_logits(lambda inp: decoder(*inp), val, self.num_classes, self.recipe.data.ignore_index)

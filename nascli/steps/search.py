@@ -7,8 +7,11 @@ Crash safety, in the order things are written for candidate i:
      pareto_front.csv (all atomic).
 A re-run with the same settings replays from records.jsonl: records the state has not seen are told
 again, and a candidate whose record.json exists but never reached records.jsonl is recovered rather than
-trained again. Proposal i draws from a random.Random seeded from (seed, i), so the resumed search asks
-exactly what the uninterrupted one would have.
+trained again. Proposal i draws from a random.Random seeded from (seed, i), and candidate training from
+(seed, encoding), so with the same seed, threads and device the resumed search asks and measures exactly
+what the uninterrupted one would have. Threads and device change floating-point reductions (a candidate's
+reward moves in the third decimal, and with it the strategy's later choices), so search/runtime.json
+records them and a resume that changes them is refused unless `allow_runtime_change` is given.
 """
 
 from __future__ import annotations
@@ -60,8 +63,9 @@ COLUMNS = ["index", "encoding", "space", "phase", "parent", "status", "mIOU", "f
            "reward_stage1", "stage", "stop_prob", "logp", "repeats", "degenerate", "degenerate_reason", "pred_share",
            "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
-# What a candidate's numbers depend on: a resumed search must match these. The budget, how the search
-# runs (device, threads, workers) and other steps' sections (train, pretrain) may change.
+# What a candidate's numbers depend on: a resumed search must match these. The budget, data loader
+# workers and other steps' sections (train, pretrain) may change; threads and device are checked
+# separately (search/runtime.json), since they hold effective values, not the recipe's.
 SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.") + tuple(
     f"{a.section}." for a in ALGORITHMS.values() if a.section)
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
@@ -98,10 +102,15 @@ class SerialExecutor:
 
 # --- entry point -------------------------------------------------------------------------------------
 def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
-        progress: Callable[[dict], None] | None = None, executor=None) -> SearchResult:
-    """Validate everything, then search (or resume the search already in `run_dir`)."""
+        progress: Callable[[dict], None] | None = None, executor=None,
+        allow_runtime_change: bool = False) -> SearchResult:
+    """Validate everything, then search (or resume the search already in `run_dir`).
+
+    `allow_runtime_change` lets a resume run on other threads or another device than the records were
+    made with (its later candidates then differ slightly from an uninterrupted search's)."""
     recipe = resolve_data(recipe)
-    setup_torch(recipe)
+    device = setup_torch(recipe)
+    runtime = {"threads": torch.get_num_threads(), "device": str(device)}
     if "latency" in recipe.search.objectives:
         recipe.search.measure_latency = True
     run_dir.check_free()  # the cheap checks first: a busy run directory or a wrong option fails at once
@@ -116,6 +125,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     sdir = run_dir.sub("search")
     _check_resumable(sdir / "config.yaml", recipe)
     _check_state_files(sdir)
+    runtime = _check_runtime(sdir, runtime, allow_runtime_change)
     if encoder_weights is not None:
         _check_same_encoder(sdir / "encoder.pth", Path(encoder_weights))
     validate_lists(recipe)
@@ -128,10 +138,46 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     with run_dir.step("search", interrupted=interrupted) as done:
         sdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(sdir / "config.yaml", recipe_to_yaml(recipe))
+        atomic_write_json(sdir / RUNTIME_FILE, runtime)
         save_run_recipe(run_dir, recipe)
         result = _search(recipe, run_dir, encoder_source, progress, executor or SerialExecutor())
         done.update(candidates=len(result.records), seconds=round(result.seconds, 1))
     return result
+
+
+RUNTIME_FILE = "runtime.json"
+
+
+def _check_runtime(sdir: Path, runtime: dict, allow_change: bool) -> dict:
+    """What runtime.json should say after this run: refuses a resume on other threads or another device
+    (its numbers would not be the uninterrupted search's), or, if allowed, notes the change in the file."""
+    records = read_jsonl(sdir / "records.jsonl")
+    path = sdir / RUNTIME_FILE
+    if not records:
+        return {**runtime, "since_candidate": 0}
+    if not path.exists():  # a search from before runtime.json: nothing to compare with
+        log.warning("%s has no %s: cannot check that this resume uses the threads and device of its %d records",
+                    sdir, RUNTIME_FILE, len(records))
+        return {**runtime, "since_candidate": len(records)}
+    try:
+        saved = json.loads(path.read_text())
+        old = {"threads": int(saved["threads"]), "device": str(saved["device"])}
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunDirError(f"{path} is not one nascli wrote",
+                          hint="delete it to resume without the threads and device check") from None
+    if old == runtime:
+        return saved
+    said = f"--threads {old['threads']} --device {old['device']}"
+    if not allow_change:
+        raise UsageError(f"{sdir} holds {len(records)} candidates evaluated with {said}; this command runs with "
+                         f"--threads {runtime['threads']} --device {runtime['device']}, so the rest of the search "
+                         "would not be what an uninterrupted search gives",
+                         hint=f"re-run with {said} to resume exactly, or add --allow-runtime-change to continue anyway")
+    log.warning("resuming on --threads %s --device %s after %d candidates evaluated with %s: the remaining candidates "
+                "differ slightly from an uninterrupted search's", runtime["threads"], runtime["device"], len(records),
+                said)
+    earlier = list(saved.get("earlier", [])) + [{k: v for k, v in saved.items() if k != "earlier"}]
+    return {**runtime, "since_candidate": len(records), "earlier": earlier}
 
 
 def _check_state_files(sdir: Path) -> None:
