@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nascli.errors import ConfigError
+from nascli.spaces.proxyless import ProxylessConfig
 
 DEFAULT_OPS = ["conv1x1", "conv3x3", "sep_conv_3x3", "sep_conv_5x5", "conv3x3_dil3", "sep_conv_3x3_dil3",
                "sep_conv_5x5_dil6"]
@@ -123,7 +124,7 @@ class TrainConfig(_Section):
 
 
 class SearchConfig(_Section):
-    algo: Literal["adelaide-ea", "random", "fast-nas"] = "adelaide-ea"
+    algo: Literal["adelaide-ea", "random", "fast-nas", "proxyless"] = "adelaide-ea"  # nascli.algorithms.ALGORITHMS
     random_samples: int = Field(8, ge=0)
     mutate_samples: int = Field(8, ge=0)
     samples: int = Field(8, ge=0)  # fast-nas: controller samples
@@ -194,6 +195,7 @@ class Recipe(_Section):
                                                                    min_steps=300))
     pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, mode="full", lr=1e-3, min_steps=200))
     fast_nas: FastNasConfig = Field(default_factory=FastNasConfig)
+    proxyless: ProxylessConfig = Field(default_factory=ProxylessConfig)  # beside its space: nascli/spaces/proxyless.py
 
 
 # ------------------------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ Points in the code (tests/robustness uses them): `cache_batch` (a batch of the f
 trained and its weights saved, its record.json not yet written), `search_recorded` (record.json written,
 records.jsonl not yet appended), `search_appended` (records.jsonl appended, strategy state and CSVs not
 yet rewritten), `atomic_write:FILENAME` (the temporary file of FILENAME written and fsynced, not yet
-renamed over the target). A NAME may itself contain ':'; a trailing ':digits' is the count.
+renamed over the target), `supernet_step` / `supernet_arch_step` (a proxyless supernet's weight / architecture
+step done, its checkpoint maybe not yet written). A NAME may itself contain ':'; a trailing ':digits' is the count.
 
 Not a user feature: without the variable a point costs one dict lookup. The variable is read once, at
 import, so a process decides at start whether (and where) it dies.

@@ -125,3 +125,14 @@ def test_a_setting_added_since_a_run_was_saved_counts_as_its_default(tmp_path):
     assert first_difference(path, Recipe(), compare=("search.",)) is None
     changed = build_recipe([("r.yml", {"search": {"latency_runtime": "onnxruntime"}})])
     assert first_difference(path, changed, compare=("search.",)) == ("search.latency_runtime", "torch", "onnxruntime")
+
+
+def test_proxyless_recipe_documents_exactly_the_defaults():
+    from pathlib import Path
+
+    from nascli.spaces.proxyless import ProxylessConfig
+
+    path = Path(__file__).parents[1] / "recipes" / "proxyless.yml"
+    shipped = build_recipe([(str(path), read_yaml(path))])
+    assert shipped.proxyless == ProxylessConfig() and shipped.search.algo == "proxyless"
+    assert shipped.candidate == Recipe().candidate  # the supernet's optimiser settings shown are the defaults

@@ -23,6 +23,9 @@ ALL_OPS = list(OPS)  # 9 ops, including conv3x3_dil12 and conv1x1_gate
 def _kwargs(name: str, num_classes: int = 3) -> dict:
     if name == "adelaide":
         return dict(encoding="_3104242330135120344", num_classes=num_classes, op_names=DEFAULT_OPS, agg_size=16)
+    if name == "proxyless":
+        return dict(encoding="mb3-shuf.dil3-skip-sep5.mb5-sep3-dil5-skip.shuf-skip-mb3", num_classes=num_classes,
+                    widths=[8, 16, 24, 32], aspp_channels=8, decoder_channels=8)
     return dict(num_classes=num_classes)
 
 

@@ -62,6 +62,7 @@ def _register() -> None:
         data,
         eval,
         export,
+        lut,
         models,
         pareto,
         predict,
@@ -80,6 +81,7 @@ def _register() -> None:
     app.command("pareto")(pareto.pareto)
     app.command("predict")(predict.predict)
     app.command("models")(models.models)
+    app.command("lut")(lut.lut)
     app.add_typer(data.app, name="data")
 
 

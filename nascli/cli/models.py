@@ -14,6 +14,7 @@ DESCRIPTIONS = {
     "lraspp_mobilenet_v3_large": "torchvision LR-ASPP MobileNetV3-L",
     "deeplabv3_mobilenet_v3_large": "torchvision DeepLabV3 MobileNetV3-L",
     "mobilenetv2_lraspp": "LR-ASPP head on our MobileNetV2",
+    "proxyless": "searched chain backbone + ASPP + additive decoder (cost depends on --encoding)",
 }
 
 
@@ -31,14 +32,14 @@ def models(
       nascli models --num-classes 11 --input-size 360x480 --json
     """
     from nascli.profile.cost import count_macs, count_params
-    from nascli.zoo.registry import MODELS, OWN_ENCODER, create_model
+    from nascli.zoo.registry import MODELS, NEEDS_ENCODING, OWN_ENCODER, create_model
 
     size = parse_size(input_size or "256x256")
     rows = []
     for name in MODELS:
         row = {"name": name, "own encoder": name in OWN_ENCODER, "params": None, "gmacs": None,
                "description": DESCRIPTIONS.get(name, "")}
-        if name != "adelaide":
+        if name not in NEEDS_ENCODING:
             net = create_model(name, num_classes=num_classes)
             row["params"], row["gmacs"] = count_params(net), round(count_macs(net, size) / 1e9, 4)
         rows.append(row)

@@ -29,7 +29,7 @@ FLAGS = {
 
 
 def search(
-    algo: Annotated[Optional[str], typer.Option("--algo", help="adelaide-ea (default), random or fast-nas.")] = None,
+    algo: Annotated[Optional[str], typer.Option("--algo", help="adelaide-ea (default), random, fast-nas or proxyless (a latency-constrained backbone search).")] = None,
     run_dir: options.RunDir = Path("runs/default"),
     recipe: options.Recipe = None,
     data_root: options.DataRoot = None,
@@ -62,7 +62,7 @@ def search(
     json_out: options.Json = False,
     quiet: options.Quiet = False,
 ) -> None:
-    """Search decoder architectures; re-running the same command resumes a stopped search.
+    """Search architectures (decoders; a backbone with --algo proxyless); re-running the same command resumes.
 
     Writes RUN/search/result.csv (every candidate), pareto_front.csv and each candidate's weights.
 
@@ -155,6 +155,10 @@ class SearchProgress(console.LiveBar):
         kind = event["event"]
         if kind == "cache":
             self.show("encoding features", event["done"], event["total"], "")
+        elif kind == "supernet":
+            phase = "warm-up" if event["warmup"] else "search"
+            self.show(f"supernet epoch {event['epoch'] + 1}/{event['epochs']} ({phase})", event["step"], event["steps"],
+                      f"loss {event['loss']:.3f}")
         elif kind == "candidate":
             self.show("search", event["index"], event["total"], f"{event['phase']} {event['encoding']}")
         elif kind == "record":

@@ -31,9 +31,9 @@ from nascli.profile.system import machine, versions
 from nascli.rundir import RunDir, atomic_write_json
 from nascli.steps.common import setup_torch
 from nascli.steps.eval import load_pytorch, path_label
-from nascli.steps.train import adelaide_kwargs, parse_encoding
+from nascli.algorithms import encoded_model
 from nascli.steps.trained import default_checkpoint
-from nascli.zoo.registry import check_name, create_model
+from nascli.zoo.registry import NEEDS_ENCODING, check_name, create_model
 
 log = logging.getLogger(__name__)
 
@@ -119,15 +119,14 @@ def _num_classes(recipe: Recipe, given: int | None) -> int:
 def _subject(recipe: Recipe, run_dir: RunDir, checkpoint: Path | None, encoding: str | None, model: str | None,
              num_classes: int | None) -> _Subject:
     given = [f for f, v in (("--checkpoint", checkpoint), ("--encoding", encoding), ("--model", model)) if v is not None]
-    if len(given) > 1 and not (given == ["--encoding", "--model"] and model == "adelaide"):
+    if len(given) > 1 and not (given == ["--encoding", "--model"] and model in NEEDS_ENCODING):
         raise UsageError(f"options {' and '.join(given)} both choose the model", hint="give only one of them")
-    if model == "adelaide" and encoding is None:
-        raise UsageError("--model adelaide needs --encoding", hint="e.g. --encoding _0000000000000000000")
+    if model in NEEDS_ENCODING and encoding is None:
+        raise UsageError(f"--model {model} needs --encoding", hint="e.g. --encoding _0000000000000000000")
     if encoding is not None:
-        code = parse_encoding(encoding, list(recipe.space.op_names))
-        kwargs = adelaide_kwargs(recipe, code, _num_classes(recipe, num_classes))
-        return _Subject(create_model("adelaide", **kwargs), code.lstrip("_"),
-                        {"name": "adelaide", "encoding": code, "weights": "random (cost does not depend on them)",
+        name, kwargs, code = encoded_model(recipe, encoding, _num_classes(recipe, num_classes))
+        return _Subject(create_model(name, **kwargs), code.lstrip("_"),
+                        {"name": name, "encoding": code, "weights": "random (cost does not depend on them)",
                          "kwargs": kwargs}, {})
     if model is not None:
         check_name(model)

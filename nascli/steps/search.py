@@ -30,6 +30,7 @@ from typing import Callable
 import pandas as pd
 import torch
 
+from nascli.algorithms import ALGORITHMS, SPACES, get_algorithm
 from nascli.config import Recipe, first_difference, recipe_to_yaml
 from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
@@ -46,7 +47,6 @@ from nascli.rundir import (
     read_jsonl,
 )
 from nascli.seeding import derive_seed
-from nascli.spaces.adelaide import AdelaideSpace
 from nascli.steps.common import (
     datasets,
     resolve_data,
@@ -58,7 +58,7 @@ from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["index", "encoding", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
+COLUMNS = ["index", "encoding", "space", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
            "latency_ms", "latency_runtime", "latency_size", "fwIOU", "mean_acc", "pixel_acc", "reward",
            "reward_stage1", "stage", "stop_prob", "logp", "repeats", "degenerate", "degenerate_reason", "pred_share",
            "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
@@ -66,9 +66,10 @@ INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "st
 # What a candidate's numbers depend on: a resumed search must match these. The budget, data loader
 # workers and other steps' sections (train, pretrain) may change; threads and device are checked
 # separately (search/runtime.json), since they hold effective values, not the recipe's.
-SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.", "fast_nas.")
+SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.") + tuple(
+    f"{a.section}." for a in ALGORITHMS.values() if a.section)
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
-                     "data.workers", "candidate.cache_memory_gb")
+                     "data.workers", "candidate.cache_memory_gb", "proxyless.front_samples", "proxyless.lut_file")
 
 
 @dataclass
@@ -99,37 +100,6 @@ class SerialExecutor:
         return future
 
 
-def make_strategy(recipe: Recipe, space: AdelaideSpace):
-    s = recipe.search
-    if s.algo == "adelaide-ea":
-        from nascli.strategies.evolution import AdelaideEA
-
-        return AdelaideEA(space, s.random_samples, s.mutate_samples, s.objectives)
-    if s.algo == "random":
-        from nascli.strategies.evolution import RandomSearch
-
-        return RandomSearch(space, s.random_samples + s.mutate_samples)
-    if s.algo == "fast-nas":
-        from nascli.strategies.rl import FastNasController
-
-        return FastNasController(space, recipe)
-    raise UsageError(f"unknown --algo {s.algo!r}", hint="use adelaide-ea, random or fast-nas")
-
-
-def make_evaluator(recipe: Recipe, **kwargs) -> CandidateEvaluator:
-    """The algorithm's way of training a candidate (fast-nas: progressive two-stage training)."""
-    if recipe.search.algo == "fast-nas":
-        from nascli.engine.progressive import ProgressiveEvaluator
-
-        return ProgressiveEvaluator(recipe=recipe, num_classes=recipe.data.num_classes, **kwargs)
-    return CandidateEvaluator(recipe=recipe, num_classes=recipe.data.num_classes, **kwargs)
-
-
-def budget(recipe: Recipe) -> int:
-    s = recipe.search
-    return s.samples if s.algo == "fast-nas" else s.random_samples + s.mutate_samples
-
-
 # --- entry point -------------------------------------------------------------------------------------
 def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
         progress: Callable[[dict], None] | None = None, executor=None,
@@ -145,10 +115,12 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
         recipe.search.measure_latency = True
     run_dir.check_free()  # the cheap checks first: a busy run directory or a wrong option fails at once
     encoder_source = _encoder_source(run_dir, encoder_weights)
-    if recipe.search.algo == "fast-nas" and recipe.fast_nas.teacher is not None:
-        from nascli.engine.progressive import load_teacher
-
-        load_teacher(recipe.fast_nas.teacher, recipe.data.num_classes)  # fail now, not after the lock and the cache
+    algorithm = get_algorithm(recipe.search.algo)
+    if encoder_weights is not None and not algorithm.shared_encoder:
+        raise UsageError(f"option --encoder: --algo {algorithm.name} searches its own backbone; it takes no encoder",
+                         hint="drop --encoder")
+    if algorithm.check is not None:
+        algorithm.check(recipe)
     progress = progress or (lambda event: None)
     sdir = run_dir.sub("search")
     _check_resumable(sdir / "config.yaml", recipe)
@@ -253,12 +225,24 @@ def _check_resumable(config_path: Path, recipe: Recipe) -> None:
 def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progress, executor) -> SearchResult:
     started = time.perf_counter()
     sdir = run_dir.sub("search")
-    space = AdelaideSpace(recipe.space.op_names)
+    algorithm = get_algorithm(recipe.search.algo)
+    space = SPACES[algorithm.space].codec(recipe)
     seed = recipe.seed
     records_path, state_path = sdir / "records.jsonl", sdir / "strategy.pt"
     records = read_jsonl(records_path)
     resumed_from = len(records)
-    strategy = make_strategy(recipe, space)
+    if resumed_from:
+        log.info("resuming: %d candidates already evaluated in %s", resumed_from, records_path)
+
+    cfg = recipe.candidate
+    train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
+    context: dict = {}
+    if algorithm.shared_encoder:
+        encoder_state, encoder_file = _prepare_encoder(sdir, encoder_source, seed, train_ds, cfg.batch_size)
+        context = {"encoder_state": encoder_state, "encoder_file": encoder_file}
+    evaluator = algorithm.evaluator(recipe, space, train=train_ds, val=val_ds, progress=progress, cache_dir=sdir,
+                                    **context)
+    strategy = algorithm.strategy(recipe, space, evaluator)
     told = 0
     if state_path.exists():
         saved = load_checkpoint_state(state_path)
@@ -266,17 +250,9 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
         told = int(saved["told"])
     for record in records[told:]:
         strategy.tell(record)
-    if resumed_from:
-        log.info("resuming: %d candidates already evaluated in %s", resumed_from, records_path)
-
-    cfg = recipe.candidate
-    train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
-    encoder_state, encoder_file = _prepare_encoder(sdir, encoder_source, seed, train_ds, cfg.batch_size)
-    evaluator = make_evaluator(recipe, train=train_ds, val=val_ds, encoder_state=encoder_state,
-                               encoder_file=encoder_file, progress=progress, cache_dir=sdir)
     for record in records:
         evaluator.observe(record)
-    total = budget(recipe)
+    total = algorithm.budget(recipe)
     stats = {"duplicates": 0, "rejected": 0}
     seen = {r["encoding"] for r in records}
     pending: dict[int, tuple] = {}
@@ -324,7 +300,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
                         resumed_from, recovered, stats, time.perf_counter() - started)
 
 
-def _propose(strategy, space: AdelaideSpace, evaluator: CandidateEvaluator, recipe: Recipe, index: int,
+def _propose(strategy, space, evaluator: CandidateEvaluator, recipe: Recipe, index: int,
              seen: set[str], stats: dict):
     """The next new, feasible proposal (or None when the budget is spent); bounded retries."""
     s = recipe.search
@@ -365,8 +341,8 @@ def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposa
     result = evaluator.train_and_eval(proposal.encoding, recipe.seed, weights)
     fault_point("search_trained")
     record = {
-        "index": index, "encoding": proposal.encoding, "phase": proposal.phase, "parent": proposal.parent or "",
-        **cost, **result, "epochs": evaluator.cfg.epochs, "mode": recipe.candidate.mode,
+        "index": index, "encoding": proposal.encoding, "space": evaluator.space.name, "phase": proposal.phase,
+        "parent": proposal.parent or "", **cost, **result, "epochs": evaluator.cfg.epochs, "mode": recipe.candidate.mode,
         "seconds": round(time.perf_counter() - started, 2),
         "weights": str(weights.relative_to(sdir)) if weights.exists() else "",
         **proposal.info,

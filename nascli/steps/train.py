@@ -54,6 +54,7 @@ from nascli.errors import (
 )
 from nascli.rundir import RunDir, atomic_write_text
 from nascli.seeding import derive_seed
+from nascli.algorithms import encoded_model
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.spaces.adelaide import EncodingError as CodecError
 from nascli.steps.common import (
@@ -66,7 +67,7 @@ from nascli.steps.common import (
 )
 from nascli.steps.trained import latest_label, model_label, set_latest, train_dir
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
-from nascli.zoo.registry import OWN_ENCODER, check_name, create_model
+from nascli.zoo.registry import NEEDS_ENCODING, OWN_ENCODER, check_name, create_model
 
 log = logging.getLogger(__name__)
 
@@ -155,17 +156,16 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
                    pick: str | None = None, num_classes: int) -> ModelSource:
     """The network to train from the options, else the search's best by mIoU (validated, nothing written)."""
     given = [f for f, v in (("--model", model), ("--encoding", encoding), ("--pick", pick)) if v is not None]
-    if len(given) > 1 and not (given == ["--model", "--encoding"] and model == "adelaide"):
+    if len(given) > 1 and not (given == ["--model", "--encoding"] and model in NEEDS_ENCODING):
         raise UsageError(f"options {' and '.join(given)} both choose the model", hint="give only one of them")
-    ops = list(recipe.space.op_names)
-    if model is not None and model != "adelaide":
+    if model is not None and model not in NEEDS_ENCODING:
         check_name(model)
         return ModelSource(model, {"num_classes": num_classes}, f"zoo model {model}")
-    if model == "adelaide" and encoding is None:
-        raise UsageError("--model adelaide needs --encoding", hint="or leave --model out to train the search's best")
+    if model in NEEDS_ENCODING and encoding is None:
+        raise UsageError(f"--model {model} needs --encoding", hint="or leave --model out to train the search's best")
     if encoding is not None:
-        code = parse_encoding(encoding, ops)
-        return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes), f"--encoding {code}", code)
+        name, kwargs, code = encoded_model(recipe, encoding, num_classes)
+        return ModelSource(name, kwargs, f"--encoding {code}", code)
     if pick is not None:
         return _picked(recipe, run, pick, num_classes)
     path = run.require(run.file("search", "result.csv"), "search", "--encoding or --model")
@@ -186,28 +186,26 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
             note = f", {int(flagged.sum())} degenerate candidates skipped"
             ok = ok[~flagged]
     row = ok.loc[ok["mIOU"].astype(float).idxmax()]
-    code = parse_encoding(str(row["encoding"]), ops, flag=str(path))
+    name, kwargs, code = encoded_model(recipe, str(row["encoding"]), num_classes, flag=str(path))
     origin = f"search best by mIoU: candidate {row.get('index')} ({float(row['mIOU']):.4f} in search{note})"
-    return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes), origin, code)
+    return ModelSource(name, kwargs, origin, code)
 
 
 def _picked(recipe: Recipe, run: RunDir, pick: str, num_classes: int) -> ModelSource:
     path = front_file(run)
     front = read_results(path).reset_index(drop=True)
-    ops = list(recipe.space.op_names)
     if pick.strip().isdigit():
         n = int(pick)
         if n >= len(front):
             raise UsageError(f"option --pick: {n} is out of range; {path} has {len(front)} members (0..{len(front) - 1})",
                              hint=f"run `nascli pareto -r {run.path}` to see the front")
-        code = parse_encoding(str(front.loc[n, "encoding"]), ops, flag=str(path))
-        return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes),
-                           f"--pick {n}: member {n} of {path}", code)
-    code = parse_encoding(pick, ops, flag="--pick")
+        name, kwargs, code = encoded_model(recipe, str(front.loc[n, "encoding"]), num_classes, flag=str(path))
+        return ModelSource(name, kwargs, f"--pick {n}: member {n} of {path}", code)
+    name, kwargs, code = encoded_model(recipe, pick, num_classes, flag="--pick")
     if code not in set(front["encoding"].astype(str)):
         raise UsageError(f"option --pick: {code} is not on the front in {path}",
                          hint="pick a row number or encoding from `nascli pareto`, or pass it as --encoding")
-    return ModelSource("adelaide", adelaide_kwargs(recipe, code, num_classes), f"--pick {code} from {path}", code)
+    return ModelSource(name, kwargs, f"--pick {code} from {path}", code)
 
 
 def encoder_file(run: RunDir, explicit: Path | None) -> Path | None:

@@ -14,13 +14,17 @@ from torch import nn
 from nascli.errors import UsageError
 from nascli.zoo import baselines
 from nascli.zoo.adelaide import build_adelaide
+from nascli.zoo.proxyless import build_proxyless
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "adelaide": build_adelaide,
     "lraspp_mobilenet_v3_large": baselines.lraspp_mobilenet_v3_large,
     "deeplabv3_mobilenet_v3_large": baselines.deeplabv3_mobilenet_v3_large,
     "mobilenetv2_lraspp": baselines.mobilenetv2_lraspp,
+    "proxyless": build_proxyless,
 }
+# Models that need an encoding (a searched architecture) to be built.
+NEEDS_ENCODING = {"adelaide", "proxyless"}
 # Models built on nascli's MobileNetV2 encoder: pretrained encoder weights and the feature cache apply.
 OWN_ENCODER = {"adelaide", "mobilenetv2_lraspp"}
 
