@@ -231,3 +231,18 @@ def test_keep_fp32_of_an_unknown_node_is_a_usage_error():
 
     with pytest.raises(UsageError, match="no node named 'nope'"):
         quantize(export_bytes(torch.nn.Conv2d(3, 4, 3), (8, 8)), random_inputs((8, 8), n=2), exclude=["nope"])
+
+
+def test_latency_table_has_an_int8_flavour():
+    from nascli.profile.lut import OVERHEAD, Entry, fingerprint, time_entry
+    from nascli.profile.onnx_latency import latency_function, onnxruntime_int8_latency
+
+    conv = Entry("conv 8x16x16 -> 8x16x16 s1", lambda: torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1),
+                                                                           torch.nn.ReLU()), ((1, 8, 16, 16),))
+    assert time_entry(conv, "onnxruntime-int8", 1, runs=3, warmup=1) > 0
+    assert time_entry(OVERHEAD, "onnxruntime-int8", 1, runs=3, warmup=1) > 0  # nothing to quantize: fp32
+    fp = fingerprint("onnxruntime-int8", 1)
+    assert fp["runtime"] == "onnxruntime-int8" and fp["onnxruntime"]  # its own cache file, versions recorded
+    assert latency_function("onnxruntime-int8") is onnxruntime_int8_latency
+    with pytest.raises(ValueError, match="unknown latency runtime"):
+        latency_function("tensorrt")

@@ -19,7 +19,7 @@ FLAGS = {"search.latency_runtime": "--runtime", "search.latency_threads": "--thr
 def lut(
     run_dir: options.RunDir = Path("runs/default"),
     recipe: options.Recipe = None,
-    runtime: Annotated[Optional[str], typer.Option("--runtime", help="torch (eager) or onnxruntime (default: the recipe's search.latency_runtime).")] = None,
+    runtime: Annotated[Optional[str], typer.Option("--runtime", help="torch (eager), onnxruntime or onnxruntime-int8 (default: the recipe's search.latency_runtime).")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", help="Intra-op threads of the timed runs (default: search.latency_threads).")] = None,
     input_size: Annotated[Optional[str], typer.Option("--input-size", help="HxW the table is measured at (default: search.latency_size, else data.input_size).")] = None,
     num_classes: options.NumClasses = None,

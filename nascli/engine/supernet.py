@@ -272,11 +272,10 @@ class SupernetEvaluator:
         return out
 
     def _measure(self, net: ProxylessNet) -> float:
-        from nascli.profile.latency import torch_latency
-        from nascli.profile.onnx_latency import onnxruntime_latency
+        from nascli.profile.onnx_latency import latency_function
 
         s = self.recipe.search
-        measure = onnxruntime_latency if s.latency_runtime == "onnxruntime" else torch_latency
+        measure = latency_function(s.latency_runtime)
         return round(measure(net, self.latency_size, device="cpu", threads=s.latency_threads,
                              warmup=3, runs=10)["median_ms"], 3)
 

@@ -48,12 +48,16 @@ class QuantizeResult:
 class _Reader:
     """onnxruntime's CalibrationDataReader protocol over a list of NCHW float32 arrays."""
 
-    def __init__(self, inputs: Sequence[np.ndarray]):
+    def __init__(self, inputs: Sequence[np.ndarray | dict[str, np.ndarray]]):
         self._it = iter(inputs)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         x = next(self._it, None)
-        return None if x is None else {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
+        if x is None:
+            return None
+        if isinstance(x, dict):  # a model with several (named) inputs
+            return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in x.items()}
+        return {INPUT_NAME: np.ascontiguousarray(x, dtype=np.float32)}
 
 
 def settings(method: str, per_channel: bool, exclude: Iterable[str]) -> dict[str, Any]:
@@ -63,9 +67,10 @@ def settings(method: str, per_channel: bool, exclude: Iterable[str]) -> dict[str
             "fp32_choice": "only nodes the user names (--int8-keep-fp32); no automatic sensitivity pass"}
 
 
-def quantize(fp32: bytes, inputs: Sequence[np.ndarray], *, method: str = DEFAULT_METHOD, per_channel: bool = True,
+def quantize(fp32: bytes, inputs: Sequence[np.ndarray | dict[str, np.ndarray]], *, method: str = DEFAULT_METHOD, per_channel: bool = True,
              exclude: Iterable[str] = ()) -> QuantizeResult:
-    """The int8 QDQ model of the fp32 ONNX model `fp32`, calibrated on `inputs` (each 1x3xHxW float32).
+    """The int8 QDQ model of the fp32 ONNX model `fp32`, calibrated on `inputs` (each 1x3xHxW float32, or
+    {input name: array} for a model with other inputs).
 
     CheckFailed if onnxruntime's quantizer fails or quantizes no compute op (no int8 kernel for any).
     """

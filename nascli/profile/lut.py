@@ -8,7 +8,11 @@ the sum of its entries plus its fixed parts (also entries).
 
 Runtimes: `torch` (eager, `torch.no_grad`, the intra-op thread count set) or `onnxruntime` (each module
 exported alone with the TorchScript exporter and run by an InferenceSession with that many intra-op
-threads). Entries are medians of `runs` timed calls after a warm-up.
+threads), or `onnxruntime-int8` (that export quantized as `export --int8` does, QDQ, calibrated on the
+entry's random inputs; an entry with nothing to quantize, e.g. the call overhead, is timed in fp32, as it
+would run inside an int8 model). Each int8 entry pays its own input quantize and output dequantize, which
+a whole int8 network pays once: `nascli lut --check` measures what that does to the sums.
+Entries are medians of `runs` timed calls after a warm-up.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def entry_key(op: str, in_shape: Sequence[int], out_shape: Sequence[int], stride
 def fingerprint(runtime: str, threads: int, device: str = "cpu") -> dict:
     v = versions()
     return {"cpu": cpu_model(), "device": device, "threads": threads, "runtime": runtime,
-            "torch": v.get("torch"), "onnxruntime": v.get("onnxruntime") if runtime == "onnxruntime" else None}
+            "torch": v.get("torch"), "onnxruntime": v.get("onnxruntime") if runtime.startswith("onnxruntime") else None}
 
 
 def default_dir() -> Path:
@@ -164,7 +168,7 @@ def time_entry(entry: Entry, runtime: str, threads: int, *, runs: int = 20, warm
     if runtime == "torch":
         with torch_threads(threads):
             return time_runs(lambda: module(*xs), warmup=warmup, runs=runs)["median_ms"]
-    if runtime == "onnxruntime":
+    if runtime in ("onnxruntime", "onnxruntime-int8"):
         import io
 
         from nascli.export.onnx import session
@@ -172,13 +176,28 @@ def time_entry(entry: Entry, runtime: str, threads: int, *, runs: int = 20, warm
         buf = io.BytesIO()
         names = [f"x{i}" for i in range(len(xs))]
         torch.onnx.export(module, tuple(xs), buf, dynamo=False, opset_version=17, input_names=names)
+        feed = {n: x.numpy().astype(np.float32) for n, x in zip(names, xs)}
+        data = buf.getvalue()
+        if runtime == "onnxruntime-int8":
+            data = _int8(data, feed, entry.key)
         with tempfile.TemporaryDirectory(prefix="nascli-lut-") as tmp:
             path = Path(tmp) / "op.onnx"
-            path.write_bytes(buf.getvalue())
+            path.write_bytes(data)
             sess = session(path, threads=threads)
-        feed = {n: x.numpy().astype(np.float32) for n, x in zip(names, xs)}
         return time_runs(lambda: sess.run(None, feed), warmup=warmup, runs=runs)["median_ms"]
     raise ValueError(f"unknown runtime {runtime!r}")
+
+
+def _int8(data: bytes, feed: dict[str, np.ndarray], key: str) -> bytes:
+    """An entry's ONNX model quantized (QDQ, calibrated on `feed`), or as it is when it has no compute op."""
+    from nascli.errors import CheckFailed
+    from nascli.export.quantize import quantize
+
+    try:
+        return quantize(data, [feed]).data
+    except CheckFailed as e:  # e.g. a pooling-only entry: no int8 kernel to time
+        log.debug("latency table: %s timed in fp32 (%s)", key, e)
+        return data
 
 
 def expected_latency(probs: Sequence[torch.Tensor], latencies: Sequence[torch.Tensor], fixed: float = 0.0) -> torch.Tensor:

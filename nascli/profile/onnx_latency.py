@@ -108,3 +108,13 @@ def fp32_vs_int8(model: nn.Module, input_size: tuple[int, int], *, threads: int 
             "speedup": timed["ratios"]["int8"], "round_speedups": timed["round_ratios"]["int8"],
             "onnxruntime": ort.__version__, "opset": opset,
             "int8_calibration": "4 seeded N(0, 1) inputs (timing only: the speed does not depend on the scales)"}
+
+
+def latency_function(runtime: str) -> Callable[..., dict]:
+    """What measures a whole model's latency for `search.latency_runtime` (torch, onnxruntime, onnxruntime-int8)."""
+    from nascli.profile.latency import torch_latency
+
+    table = {"torch": torch_latency, "onnxruntime": onnxruntime_latency, "onnxruntime-int8": onnxruntime_int8_latency}
+    if runtime not in table:
+        raise ValueError(f"unknown latency runtime {runtime!r}; known: {', '.join(table)}")
+    return table[runtime]

@@ -24,9 +24,8 @@ from nascli.engine.evaluator import size_str
 from nascli.engine.loops import recalibrate_bn
 from nascli.engine.supernet import LatencyModel
 from nascli.errors import EncodingError, UsageError
-from nascli.profile.latency import torch_latency
 from nascli.profile.lut import OVERHEAD, LatencyTable, fingerprint
-from nascli.profile.onnx_latency import onnxruntime_latency
+from nascli.profile.onnx_latency import latency_function
 from nascli.profile.system import machine, versions
 from nascli.rundir import RunDir, atomic_write_json
 from nascli.seeding import derive_seed
@@ -71,7 +70,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, en
         code = space.sample(rng)
         if code not in codes:
             codes.append(code)
-    measure = onnxruntime_latency if s.latency_runtime == "onnxruntime" else torch_latency
+    measure = latency_function(s.latency_runtime)
     rows = []
     for i, code in enumerate(codes):
         net = timing_model(build_proxyless(**model_kwargs(cfg, code, num_classes)), size)
@@ -109,5 +108,6 @@ def timing_model(net, size: tuple[int, int]):
 
 
 def check_runtime(runtime: str | None) -> None:
-    if runtime is not None and runtime not in ("torch", "onnxruntime"):
-        raise UsageError(f"option --runtime: {runtime!r} is not a runtime", hint="use torch or onnxruntime")
+    if runtime is not None and runtime not in ("torch", "onnxruntime", "onnxruntime-int8"):
+        raise UsageError(f"option --runtime: {runtime!r} is not a runtime",
+                         hint="use torch, onnxruntime or onnxruntime-int8")
