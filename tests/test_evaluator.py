@@ -12,7 +12,7 @@ from nascli.engine import evaluator as evaluator_module
 from nascli.engine import progressive as progressive_module
 from nascli.engine.evaluator import CandidateEvaluator
 from nascli.steps.common import datasets, load_recipe, resolve_data
-from nascli.steps.search import make_evaluator
+from nascli.algorithms import SPACES, get_algorithm
 from nascli.zoo.backbones import MobileNetV2Encoder
 
 ENCODING = "_3104242330135120344"
@@ -43,7 +43,9 @@ def test_validation_runs_in_eval_mode_and_leaves_bn_statistics_alone(
     train_ds, val_ds = datasets(recipe, augment_seed=0, max_train=8, max_val=4)
     torch.manual_seed(0)
     encoder_state = MobileNetV2Encoder().state_dict()
-    evaluator = make_evaluator(recipe, train=train_ds, val=val_ds, encoder_state=encoder_state)
+    algorithm = get_algorithm(algo)  # the search's own way of making its evaluator
+    evaluator = algorithm.evaluator(recipe, SPACES[algorithm.space].codec(recipe), train=train_ds, val=val_ds,
+                                    encoder_state=encoder_state)
 
     built: list[nn.Module] = []
     real_build = CandidateEvaluator.build
