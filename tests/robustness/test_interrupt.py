@@ -32,7 +32,10 @@ def interrupt_when(argv: list[str], ready: Callable[[], bool], tmp_path: Path) -
     """Start `nascli ARGV`, press Ctrl-C (SIGINT) as soon as `ready()`, return (exit code, stdout, stderr)."""
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with open(out, "w") as o, open(err, "w") as e:
-        proc = subprocess.Popen(NASCLI + [str(a) for a in argv], env=env(), stdout=o, stderr=e, text=True)
+        # SIGINT back to its default in the child: a test run started in the background (`cmd &` in a script)
+        # inherits SIGINT ignored, and Python then leaves it ignored
+        proc = subprocess.Popen(NASCLI + [str(a) for a in argv], env=env(), stdout=o, stderr=e, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 240
         while proc.poll() is None and not ready() and time.time() < deadline:
             time.sleep(0.02)
