@@ -199,3 +199,11 @@ def test_training_another_model_keeps_the_first(tmp_path, run_cli, tiny_recipe, 
     assert (exported / "model.onnx").is_file()
     # trained on 32x32 crops, exported at the 48x48 every validation image has
     assert json.loads((exported / "export.json").read_text())["input_size"] == [48, 48]
+
+
+def test_class_weights_that_do_not_fit_fail_before_the_run_directory_is_written(tmp_path, run_cli, tiny_recipe,
+                                                                                data_flags):
+    run = tmp_path / "run"
+    r = run_cli("search", "-r", run, "--recipe", tiny_recipe, *data_flags, "--class-weights", "1,4")
+    assert r.code == 3 and "candidate.class_weights has 2 weights for 6 classes" in r.stderr
+    assert not run.exists()  # so the corrected command starts cleanly (a saved recipe would refuse it)

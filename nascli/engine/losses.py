@@ -27,8 +27,9 @@ _DICE_EPS = 1.0  # smoothing of the Dice ratio (per class, in pixels)
 
 def median_frequency(pixels: np.ndarray, images: np.ndarray) -> np.ndarray:
     """Median-frequency class weights from per-class labelled pixel counts and the labelled pixel count of
-    the images each class appears in (nascli.data.check.PixelHistogram's pixels and present_pixels). Classes absent from the training masks get weight 1 (cross-entropy
-    never sees them as a target, so the value does not matter)."""
+    the images each class appears in (nascli.data.check.PixelHistogram's pixels and present_pixels).
+    Classes absent from the training masks get weight 1 (cross-entropy never sees them as a target, so the
+    value does not matter)."""
     pixels, images = np.asarray(pixels, dtype=np.float64), np.asarray(images, dtype=np.float64)
     present = (pixels > 0) & (images > 0)
     weights = np.ones_like(pixels)
@@ -38,6 +39,18 @@ def median_frequency(pixels: np.ndarray, images: np.ndarray) -> np.ndarray:
     return weights
 
 
+def check_class_weights(spec: str | list[float], num_classes: int, section: str) -> None:
+    """ConfigError for given weights that do not fit the classes (cheap: steps call it before writing)."""
+    if not isinstance(spec, list):
+        return
+    if len(spec) != num_classes:
+        raise ConfigError(f"{section}.class_weights has {len(spec)} weights for {num_classes} classes",
+                          hint="give one weight per class in classes.txt order, or median_frequency")
+    if any(w < 0 for w in spec) or not any(w > 0 for w in spec):
+        raise ConfigError(f"{section}.class_weights must be non-negative with at least one positive",
+                          hint="e.g. [1.0, 4.0]")
+
+
 def resolve_class_weights(cfg: TrainConfig, dataset, num_classes: int, ignore_index: int,
                           section: str, class_names: list[str] | None = None) -> torch.Tensor | None:
     """The weights `cfg.class_weights` asks for (None for unweighted), logged with the class names."""
@@ -45,12 +58,7 @@ def resolve_class_weights(cfg: TrainConfig, dataset, num_classes: int, ignore_in
     if spec == "none":
         return None
     if isinstance(spec, list):
-        if len(spec) != num_classes:
-            raise ConfigError(f"{section}.class_weights has {len(spec)} weights for {num_classes} classes",
-                              hint="give one weight per class in classes.txt order, or median_frequency")
-        if any(w < 0 for w in spec) or not any(w > 0 for w in spec):
-            raise ConfigError(f"{section}.class_weights must be non-negative with at least one positive",
-                              hint="e.g. [1.0, 4.0]")
+        check_class_weights(spec, num_classes, section)
         weights = np.asarray(spec, dtype=np.float64)
         origin = "given"
     else:

@@ -18,6 +18,7 @@ from nascli.data.listfile import (
     read_list,
 )
 from nascli.data.transforms import eval_transform, train_transform
+from nascli.engine.losses import check_class_weights
 from nascli.errors import CheckFailed, ConfigError, DataError, UsageError
 from nascli.rundir import RunDir, atomic_write_text
 
@@ -100,6 +101,8 @@ def resolve_data(recipe: Recipe, *, train: bool = True, val: bool = True) -> Rec
     if d.class_names is not None and len(d.class_names) != d.num_classes:
         raise ConfigError(f"--num-classes {d.num_classes} disagrees with {len(d.class_names)} names in classes.txt",
                           hint="drop --num-classes, or fix classes.txt")
+    for section in ("candidate", "train", "pretrain"):  # before a step writes a recipe that could not be resumed
+        check_class_weights(getattr(recipe, section).class_weights, d.num_classes, section)
     return recipe
 
 
