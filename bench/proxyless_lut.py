@@ -33,7 +33,9 @@ import common  # noqa: E402
 def step_cost(recipe, num_classes: int, encoding: str, steps: int, threads: int) -> dict:
     import torch
 
-    from nascli.engine.loops import seg_loss
+    from nascli.engine.losses import SegLoss
+
+    seg_loss = SegLoss("ce", 255)
     from nascli.profile.latency import torch_threads
     from nascli.spaces.proxyless import ProxylessSpace
     from nascli.zoo.proxyless import build_proxyless, build_supernet, model_kwargs, supernet_kwargs
@@ -53,7 +55,7 @@ def step_cost(recipe, num_classes: int, encoding: str, steps: int, threads: int)
         if net is supernet:
             net.set_path([rng.randrange(len(layer.choices)) for layer in space.layers])
         t = time.perf_counter()
-        loss = seg_loss(net(x), y, 255)
+        loss = seg_loss(net(x), y)
         opts[id(net)].zero_grad(set_to_none=True)
         loss.backward()
         opts[id(net)].step()
@@ -76,7 +78,7 @@ def step_cost(recipe, num_classes: int, encoding: str, steps: int, threads: int)
             pair = []
             for net in (supernet, twin, supernet, twin):  # warm, then timed, in turn
                 t = time.perf_counter()
-                loss = seg_loss(net(x), y, 255)
+                loss = seg_loss(net(x), y)
                 opts[id(net)].zero_grad(set_to_none=True)
                 loss.backward()
                 opts[id(net)].step()

@@ -117,9 +117,10 @@ def main() -> None:
                      "ORT ms 360x480": p["onnxruntime"]["median_ms"], "GMACs": p["gmacs"]})
     result = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str})
     front = pd.read_csv(run / "search" / "pareto_front.csv", dtype={"encoding": str})
-    flagged = lambda df: int(df["degenerate"].astype(str).str.lower().eq("true").sum())  # noqa: E731
-    search = {"candidates": len(result), "degenerate": flagged(result), "front": len(front),
-              "degenerate_on_front": flagged(front), "best_search_miou": float(result["mIOU"].max()),
+    from nascli.pareto.front import flagged
+
+    search = {"candidates": len(result), "degenerate": int(flagged(result["degenerate"]).sum()), "front": len(front),
+              "degenerate_on_front": int(flagged(front["degenerate"]).sum()), "best_search_miou": float(result["mIOU"].max()),
               "epochs_per_candidate": int(result["epochs"].iloc[0])}
     doc = {**header("small_data"), "task": shares, "data_check": check.stdout[-3000:], "steps": log, "search": search,
            "models": rows}

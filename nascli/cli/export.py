@@ -38,8 +38,9 @@ def export(
     """Export the trained model to ONNX, check it, and compare onnxruntime with PyTorch on a seeded input.
 
     Writes RUN/export/<model>/model.onnx (metadata inside: encoding, classes, mean/std, input size) and export.json.
-    Exits 4 if the outputs differ by more than --tolerance. The input size defaults to the training crop size.
-    --int8 also writes RUN/export/model.int8.onnx, calibrated on training images (recorded in its metadata).
+    Exits 4 if the outputs differ by more than --tolerance. The input size defaults to the size every
+    validation image shares (times data.eval_scale), else the training crop size.
+    --int8 also writes RUN/export/<model>/model.int8.onnx, calibrated on training images (recorded in its metadata).
 
     Example:
 

@@ -47,7 +47,9 @@ def pareto(
     else:
         console.print_table(_rows(front), title=f"Pareto front over {', '.join(result.objectives)}: {len(front)} of "
                                                 f"{len(result.table)} candidates ({result.source})")
-        if "degenerate" in front.columns and (front["degenerate"].astype(str).str.lower() == "true").any():
+        from nascli.pareto.front import flagged
+
+        if "degenerate" in front.columns and flagged(front["degenerate"]).any():
             console.warn("members marked degenerate predict one class only or miss a frequent class: their mIoU "
                          "ranks noise (`nascli train` without --pick skips them)")
     console.say(f"wrote {result.csv_path} and {result.png_path}")
@@ -56,7 +58,11 @@ def pareto(
 
 def _rows(front) -> list[dict]:
     """Readable units for the terminal (pareto.csv keeps the raw integers)."""
+    from nascli.pareto.front import flagged
+
     rows = []
+    if "degenerate" in front.columns:
+        front = front.assign(degenerate=flagged(front["degenerate"]).map({True: "yes", False: ""}))
     for r in front.to_dict(orient="records"):
         row = {"pick": r["pick"], "encoding": r["encoding"], "mIoU": r.get("mIOU"),
                "GMACs": r["flops"] / 1e9 if r.get("flops") == r.get("flops") else None,
@@ -64,6 +70,6 @@ def _rows(front) -> list[dict]:
         if r.get("latency_ms") == r.get("latency_ms") and r.get("latency_ms") is not None:
             row["latency ms"] = r["latency_ms"]
         if "degenerate" in r:
-            row["degenerate"] = "yes" if str(r["degenerate"]).lower() == "true" else ""
+            row["degenerate"] = r["degenerate"]
         rows.append(row)
     return rows

@@ -45,7 +45,7 @@ def profile(
       nascli profile -r runs/demo --encoding _6003412160636100213 --num-classes 6 --json
       nascli profile -r runs/demo --model lraspp_mobilenet_v3_large --num-classes 21 --input-size 512x512
       nascli profile -r runs/demo --int8 --threads 1 --input-size 360x480
-      nascli profile -r runs/demo --checkpoint runs/demo/export/model.int8.onnx --threads 1
+      nascli profile -r runs/demo --checkpoint runs/demo/export/MODEL/model.int8.onnx --threads 1
     """
     from nascli.steps import common
     from nascli.steps import profile as step

@@ -106,13 +106,14 @@ def search(
 
 
 def _report(result, cfg, json_out: bool) -> None:
+    from nascli.pareto.front import flagged
     from nascli.steps.search import objective_columns
 
     front = result.front
     cols = ["encoding", "mIOU", "flops", "parameters", "input_size"] + [
         c for c in objective_columns(result.objectives) if c not in ("mIOU", "flops", "parameters")]
     if "degenerate" in front.columns:
-        front = front.assign(degenerate=front["degenerate"].map(_flag))
+        front = front.assign(degenerate=flagged(front["degenerate"]).map({True: "yes", False: ""}))
         cols.append("degenerate")
     ok = [r for r in result.records if r.get("status") == "ok"]
     flagged = [r for r in ok if r.get("degenerate")]
@@ -140,10 +141,6 @@ def _report(result, cfg, json_out: bool) -> None:
                      "an imbalance-aware loss (--loss ce+dice, --class-weights median_frequency), or pretrain the "
                      "encoder first (`nascli pretrain-backbone`)")
     console.next_step(f"nascli pareto -r {result.run_dir}   then   nascli train -r {result.run_dir}")
-
-
-def _flag(value) -> str:
-    return "yes" if value is True or str(value).lower() == "true" else ""
 
 
 class SearchProgress(console.LiveBar):

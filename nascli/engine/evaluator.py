@@ -97,6 +97,7 @@ class CandidateEvaluator:
         out: dict = {"flops": count_macs(model, size), "parameters": count_params(model), "input_size": size_str(size)}
         search = self.recipe.search
         if search.measure_latency or search.max_latency_ms or "latency" in search.objectives:
+            # looked up here, not through profile.onnx_latency.latency_function, so tests can replace them
             measure = {"onnxruntime": onnxruntime_latency, "onnxruntime-int8": onnxruntime_int8_latency}.get(
                 search.latency_runtime, torch_latency)
             at = tuple(search.latency_size or size)

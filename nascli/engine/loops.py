@@ -38,13 +38,6 @@ def make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, steps_per_epoch
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
 
 
-def seg_loss(logits: torch.Tensor, target: torch.Tensor, ignore_index: int, at: str = "label") -> torch.Tensor:
-    """Plain cross-entropy (see nascli.engine.losses.SegLoss for `at` and the other losses)."""
-    from nascli.engine.losses import SegLoss
-
-    return SegLoss("ce", ignore_index)(logits, target, at)
-
-
 def train_steps(
     step_fn: Callable[[object], torch.Tensor],
     batches: Iterable,

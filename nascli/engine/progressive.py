@@ -210,7 +210,8 @@ class ProgressiveEvaluator(CandidateEvaluator):
 
     def _loss(self, out: tuple[torch.Tensor, list[torch.Tensor]], target: torch.Tensor,
               teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
-        """Cross-entropy + aux_weight x each auxiliary cross-entropy (+ distill_weight x MSE to the teacher)."""
+        """The candidate loss (candidate.loss, class weights) + aux_weight x the same on each auxiliary head
+        (+ distill_weight x MSE to the teacher)."""
         logits, aux = out
         loss = self.loss(logits, target)
         for a in aux:

@@ -18,6 +18,12 @@ OBJECTIVES: dict[str, tuple[str, int]] = {
 }
 
 
+def flagged(values: pd.Series) -> pd.Series:
+    """The rows a boolean result.csv column (e.g. `degenerate`) marks True, whether read back from the CSV
+    (text) or held as bools; missing values are False."""
+    return values.astype(str).str.lower().eq("true")
+
+
 def objective_matrix(table: pd.DataFrame, objectives: Sequence[str]) -> np.ndarray:
     """Rows x objectives, signed so that larger is better for every column."""
     cols = []

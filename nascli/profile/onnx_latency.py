@@ -116,5 +116,8 @@ def latency_function(runtime: str) -> Callable[..., dict]:
 
     table = {"torch": torch_latency, "onnxruntime": onnxruntime_latency, "onnxruntime-int8": onnxruntime_int8_latency}
     if runtime not in table:
-        raise ValueError(f"unknown latency runtime {runtime!r}; known: {', '.join(table)}")
+        raise ValueError(f"unknown latency runtime {runtime!r}; known: {', '.join(LATENCY_RUNTIMES)}")
     return table[runtime]
+
+
+LATENCY_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")  # what latency_function measures

@@ -64,12 +64,10 @@ class EvalResult:
 def default_model(run: RunDir, onnx: bool, int8: bool = False) -> Path:
     """The latest trained model's best.pth, or its exported ONNX file (nascli.steps.trained); with `int8`
     the model.int8.onnx that `export --int8` wrote beside that file."""
-    from nascli.steps.trained import default_checkpoint, default_onnx
+    from nascli.steps.trained import default_checkpoint, default_onnx, int8_path
 
     if int8:
-        fp32 = default_onnx(run)
-        return run.require(fp32.with_name(f"{fp32.stem}.int8{fp32.suffix}"), "export --int8",
-                           "--checkpoint FILE.onnx")
+        return run.require(int8_path(default_onnx(run)), "export --int8", "--checkpoint FILE.onnx")
     return default_onnx(run) if onnx else default_checkpoint(run)
 
 
@@ -154,11 +152,16 @@ def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None, mode
     elif d.class_names and len(d.class_names) != nc:
         d.class_names = None  # the data's names do not fit this model: ids only
     d.num_classes = nc
-    if meta.get("mean") and meta.get("std"):
-        d.mean, d.std = tuple(meta["mean"]), tuple(meta["std"])
+    use_model_normalisation(d, meta)
     if meta.get("ignore_index") is not None and recipe.data.ignore_index != meta["ignore_index"]:
         log.info("ignore value %d (the data's), the model was trained with %d", d.ignore_index, meta["ignore_index"])
     return resolve_data(recipe, train=False, val=True)
+
+
+def use_model_normalisation(data, meta: dict[str, Any]) -> None:
+    """Normalise as the model was trained (its checkpoint's or ONNX file's mean/std), whatever the run says."""
+    if meta.get("mean") and meta.get("std"):
+        data.mean, data.std = tuple(meta["mean"]), tuple(meta["std"])
 
 
 def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx: bool = False,

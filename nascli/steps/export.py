@@ -45,8 +45,8 @@ from nascli.export.onnx import (
 from nascli.profile.system import versions
 from nascli.rundir import RunDir, atomic_write, atomic_write_json
 from nascli.steps.common import resolve_data, setup_torch
-from nascli.steps.eval import load_pytorch
-from nascli.steps.trained import default_checkpoint, export_dir, label_of
+from nascli.steps.eval import load_pytorch, use_model_normalisation
+from nascli.steps.trained import default_checkpoint, export_dir, int8_path, label_of
 
 log = logging.getLogger(__name__)
 
@@ -192,11 +192,6 @@ def _export(loaded, checkpoint: Path, size: tuple[int, int], opset: int, dynamic
     }
 
 
-def int8_path(onnx_path: Path) -> Path:
-    """Where the int8 file of an fp32 export goes: beside it, model.onnx -> model.int8.onnx."""
-    return onnx_path.with_name(f"{onnx_path.stem}.int8{onnx_path.suffix}")
-
-
 def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int], onnx_path: Path, n: int,
                  method: str, list_file: Path | None, keep_fp32: tuple[str, ...]) -> dict[str, Any]:
     """Calibrate on training images (as eval preprocesses them), quantize, write and check the int8 file."""
@@ -208,8 +203,7 @@ def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int]
     elif not Path(list_file).is_file():
         raise UsageError(f"option --calibration-list: {list_file} not found", hint="give a list of `IMAGE MASK` lines")
     d = recipe.data
-    if meta.get("mean") and meta.get("std"):  # the model's own normalisation, as eval uses
-        d.mean, d.std = tuple(meta["mean"]), tuple(meta["std"])
+    use_model_normalisation(d, meta)  # as eval does
     cal = calib.calibration_set(d, Path(list_file), n, size, seed=recipe.seed)
     fp32 = onnx_path.read_bytes()
     result = q.quantize(fp32, cal.inputs, method=method, per_channel=True, exclude=keep_fp32)

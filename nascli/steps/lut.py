@@ -25,7 +25,7 @@ from nascli.engine.loops import recalibrate_bn
 from nascli.engine.supernet import LatencyModel
 from nascli.errors import EncodingError, UsageError
 from nascli.profile.lut import OVERHEAD, LatencyTable, fingerprint
-from nascli.profile.onnx_latency import latency_function
+from nascli.profile.onnx_latency import LATENCY_RUNTIMES, latency_function
 from nascli.profile.system import machine, versions
 from nascli.rundir import RunDir, atomic_write_json
 from nascli.seeding import derive_seed
@@ -108,6 +108,5 @@ def timing_model(net, size: tuple[int, int]):
 
 
 def check_runtime(runtime: str | None) -> None:
-    if runtime is not None and runtime not in ("torch", "onnxruntime", "onnxruntime-int8"):
-        raise UsageError(f"option --runtime: {runtime!r} is not a runtime",
-                         hint="use torch, onnxruntime or onnxruntime-int8")
+    if runtime is not None and runtime not in LATENCY_RUNTIMES:
+        raise UsageError(f"option --runtime: {runtime!r} is not a runtime", hint=f"use {', '.join(LATENCY_RUNTIMES)}")

@@ -39,7 +39,7 @@ from nascli.data.transforms import eval_transform
 from nascli.errors import DataError
 from nascli.rundir import RunDir, atomic_write, atomic_write_text
 from nascli.steps.common import setup_torch
-from nascli.steps.eval import LoadedModel, default_model, load_model, result_name
+from nascli.steps.eval import LoadedModel, default_model, load_model, result_name, use_model_normalisation
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,7 @@ def predict_mask(predict: Callable[[torch.Tensor], torch.Tensor], transform, ima
 def _model_data(recipe: Recipe, meta: dict[str, Any]) -> DataConfig:
     """The run's data settings with the model's normalisation, as eval uses them."""
     d = recipe.data.model_copy()
-    if meta.get("mean") and meta.get("std"):
-        d.mean, d.std = tuple(meta["mean"]), tuple(meta["std"])
+    use_model_normalisation(d, meta)
     return d
 
 

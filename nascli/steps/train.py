@@ -45,6 +45,7 @@ from nascli.engine.loops import (
 )
 from nascli.engine.losses import SegLoss, resolve_class_weights, with_min_steps
 from nascli.engine.metrics import degeneracy, share_text
+from nascli.pareto.front import flagged as degenerate_rows
 from nascli.errors import (
     CheckpointError,
     EncodingError,
@@ -174,7 +175,7 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
     if ok.empty:
         raise RunDirError(f"{path} has no successfully evaluated candidate",
                           hint="search longer, or pass --encoding/--model")
-    flagged = ok["degenerate"].astype(str).str.lower() == "true" if "degenerate" in ok else None
+    flagged = degenerate_rows(ok["degenerate"]) if "degenerate" in ok else None
     note = ""
     if flagged is not None and flagged.any():
         if flagged.all():

@@ -95,6 +95,11 @@ def export_dir(run: RunDir, label: str) -> Path:
     return run.sub("export") / label
 
 
+def int8_path(onnx_path: Path) -> Path:
+    """Where the int8 file of an fp32 export goes: beside it, model.onnx -> model.int8.onnx."""
+    return onnx_path.with_name(f"{onnx_path.stem}.int8{onnx_path.suffix}")
+
+
 def label_of(run: RunDir, checkpoint: Path) -> str:
     """The model folder a checkpoint sits in (RUN/train/<label>/best.pth), else its file stem."""
     try:
