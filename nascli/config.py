@@ -184,6 +184,8 @@ class FastNasConfig(_Section):
 
 
 class Recipe(_Section):
+    # segmentation or detection (nascli.tasks); None: inferred from the list files (steps.common.resolve_data)
+    task: Optional[Literal["segmentation"]] = None
     seed: int = 0
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
@@ -348,13 +350,18 @@ def first_difference(saved: Path, recipe: Recipe, *, compare: tuple[str, ...] = 
         raise RunDirError(f"{saved} cannot be read ({type(e).__name__})",
                           hint="restore it, or start this step over in a new run directory") from None
     new = flatten(recipe.model_dump(mode="json"))
-    # A setting added since the run was saved ran at its default (new settings default to the old behaviour).
-    defaults = flatten(Recipe().model_dump(mode="json"))
+    # A setting added since the run was saved ran at its default (new settings default to the old behaviour),
+    # or, for one whose default means "decide at run time", at what runs before it decided.
+    defaults = {**flatten(Recipe().model_dump(mode="json")), **DECIDED_BEFORE}
     for key in sorted(set(old) | set(new)):
         was = old.get(key, defaults.get(key))
         if key.startswith(compare) and not key.startswith(ignore) and was != new.get(key):
             return key, was, new.get(key)
     return None
+
+
+# Settings added with a run-time default (None), and what every run saved before they existed used.
+DECIDED_BEFORE = {"task": "segmentation"}
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

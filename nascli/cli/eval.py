@@ -59,14 +59,8 @@ def eval_cmd(
     if json_out:
         console.print_json({"run_dir": str(result.run_dir), **result.doc, "out_dir": str(result.out_dir)})
     else:
-        rows = [{"class": f"{c['id']} {c['name']}", "IoU": "absent" if c["absent"] else c["iou"],
-                 "accuracy": c["acc"], "label px": c["label_pixels"], "predicted px": c["pred_pixels"],
-                 "predicted share": c["pred_share"]}
-                for c in result.classes]
+        rows, summary = result.task.eval_tables(m, result.classes)
         console.print_table(rows, title=f"{result.model.path} ({result.model.kind}) on {result.list_file}")
-        summary = [{"mIoU": m["miou"], "pixel acc": m["pixel_acc"], "mean class acc": m["mean_acc"], "fwIoU": m["fwiou"],
-                    "classes in mean": m["classes_in_mean"],
-                    "absent (excluded)": ", ".join(m["absent_classes"]) or "-"}]
         console.print_table(summary)
     if m.get("degenerate"):
         console.warn(f"the model is degenerate: it {m['degenerate']}. Hint: train longer (train.min_steps, a smaller "

@@ -14,7 +14,7 @@ from nascli.rundir import RunDir
 FLAGS = {
     "pretrain.epochs": "--epochs", "pretrain.batch_size": "--batch-size", "pretrain.lr": "--lr",
     "data.input_size": "--input-size", "seed": "--seed", "device": "--device", "threads": "--threads",
-    "data.num_classes": "--num-classes", "data.data_root": "--data-root", "data.train_list": "--train-list",
+    "data.num_classes": "--num-classes", "data.data_root": "--data-root", "task": "--task", "data.train_list": "--train-list",
     "data.val_list": "--val-list",
 }
 
@@ -25,6 +25,7 @@ def pretrain_backbone(
     imagefolder: Annotated[Optional[Path], typer.Option("--imagefolder", help="Pretrain as a classifier on an ImageFolder (one sub-folder of images per class).")] = None,
     recipe: options.Recipe = None,
     data_root: options.DataRoot = None,
+    task: options.Task = None,
     train_list: options.TrainList = None,
     val_list: options.ValList = None,
     num_classes: options.NumClasses = None,
@@ -60,7 +61,7 @@ def pretrain_backbone(
         "pretrain.epochs": epochs, "pretrain.batch_size": batch_size, "pretrain.lr": lr,
         "data.input_size": parse_size(input_size) if input_size else None, "seed": seed, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
-        "data.train_list": train_list, "data.val_list": val_list,
+        "task": task, "data.train_list": train_list, "data.val_list": val_list,
     }
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, values, FLAGS)

@@ -22,7 +22,7 @@ FLAGS = {
     "data.input_size": "--input-size", "seed": "--seed", "search.objectives": "--objectives",
     "search.max_macs": "--max-macs", "search.max_params": "--max-params", "search.max_latency_ms": "--max-latency-ms",
     "candidate.mode": "--candidate-training", "device": "--device", "data.num_classes": "--num-classes",
-    "data.data_root": "--data-root", "data.train_list": "--train-list", "data.val_list": "--val-list",
+    "data.data_root": "--data-root", "task": "--task", "data.train_list": "--train-list", "data.val_list": "--val-list",
     "threads": "--threads", "search.measure_latency": "--measure-latency", "fast_nas.teacher": "--teacher",
     "search.latency_runtime": "--latency-runtime", "search.latency_size": "--latency-size",
 }
@@ -33,6 +33,7 @@ def search(
     run_dir: options.RunDir = Path("runs/default"),
     recipe: options.Recipe = None,
     data_root: options.DataRoot = None,
+    task: options.Task = None,
     train_list: options.TrainList = None,
     val_list: options.ValList = None,
     num_classes: options.NumClasses = None,
@@ -90,7 +91,7 @@ def search(
         "search.latency_size": parse_size(latency_size, "--latency-size") if latency_size else None,
         "candidate.mode": candidate_training, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
-        "data.train_list": train_list, "data.val_list": val_list, "fast_nas.teacher": teacher.resolve() if teacher else None,
+        "task": task, "data.train_list": train_list, "data.val_list": val_list, "fast_nas.teacher": teacher.resolve() if teacher else None,
     }
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, values, FLAGS)

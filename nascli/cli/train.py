@@ -16,7 +16,7 @@ FLAGS = {
     "train.epochs": "--epochs", "train.batch_size": "--batch-size", "train.lr": "--lr",
     "train.sep_repeats": "--sep-repeats", "data.input_size": "--input-size", "seed": "--seed", "device": "--device",
     "threads": "--threads", "data.num_classes": "--num-classes", "data.data_root": "--data-root",
-    "data.train_list": "--train-list", "data.val_list": "--val-list",
+    "task": "--task", "data.train_list": "--train-list", "data.val_list": "--val-list",
 }
 
 
@@ -29,6 +29,7 @@ def train(
     encoder: Annotated[Optional[Path], typer.Option("--encoder", help="Encoder weights (default: RUN/pretrain/encoder.pth, else RUN/search/encoder.pth).")] = None,
     recipe: options.Recipe = None,
     data_root: options.DataRoot = None,
+    task: options.Task = None,
     train_list: options.TrainList = None,
     val_list: options.ValList = None,
     num_classes: options.NumClasses = None,
@@ -68,7 +69,7 @@ def train(
         "train.epochs": epochs, "train.batch_size": batch_size, "train.lr": lr, "train.sep_repeats": sep_repeats,
         "data.input_size": parse_size(input_size) if input_size else None, "seed": seed, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
-        "data.train_list": train_list, "data.val_list": val_list,
+        "task": task, "data.train_list": train_list, "data.val_list": val_list,
     }
     run = RunDir(run_dir)
     cfg = step.load_train_recipe(run, recipe, values, FLAGS, resume)
@@ -88,12 +89,13 @@ def _report(result, json_out: bool) -> None:
             "best_pth": str(result.best_path), "last_pth": str(result.last_path), "metrics_csv": str(result.metrics_csv),
         })
     else:
-        cols = ["epoch", "train_loss", "val_miou", "val_pixel_acc", "val_mean_acc", "best", "seconds"]
+        shown = [c for c in result.task.epoch_columns if c not in ("val_fwiou", "degenerate", "val_pred_share")]
+        cols = ["epoch", "train_loss", *shown, "best", "seconds"]
         rows = [{**r, "best": "*" if r.get("best") else ""} for r in result.history]
         console.print_table(rows, cols, title=f"{result.source.name} {result.source.encoding or ''} ({result.source.origin})")
-    miou = best.get("val_miou")
-    if miou is not None:
-        console.say(f"wrote {result.best_path} (best val mIoU {miou:.4f}, epoch {best.get('epoch')}), "
+    value = best.get(result.task.epoch_metric)
+    if value is not None:
+        console.say(f"wrote {result.best_path} (best val {result.task.label} {value:.4f}, epoch {best.get('epoch')}), "
                     f"{result.last_path.name} and {result.metrics_csv.name} ({result.seconds:.0f} s this session)")
     else:
         console.say(f"wrote {result.last_path} and {result.metrics_csv.name}")

@@ -10,6 +10,7 @@ import pandas as pd
 # objective name -> (column in result.csv, +1 to maximise / -1 to minimise)
 OBJECTIVES: dict[str, tuple[str, int]] = {
     "miou": ("mIOU", +1),
+    "map": ("mAP", +1),  # detection: COCO mAP@[.5:.95]
     "macs": ("flops", -1),
     "flops": ("flops", -1),  # SPEC's column name for MACs; same objective
     "params": ("parameters", -1),

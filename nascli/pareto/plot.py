@@ -23,6 +23,7 @@ from nascli.pareto.front import OBJECTIVES, non_dominated, objective_matrix  # n
 # objective -> (axis label, scale divisor)
 AXES: dict[str, tuple[str, float]] = {
     "miou": ("mIoU (validation, 0..1)", 1.0),
+    "map": ("mAP@[.5:.95] (validation, 0..1)", 1.0),
     "macs": ("MACs per image (G)", 1e9),
     "flops": ("MACs per image (G)", 1e9),
     "params": ("parameters (M)", 1e6),

@@ -10,17 +10,11 @@ from typing import Any
 import torch
 
 from nascli.config import Recipe, build_recipe, dotted, read_yaml, recipe_to_yaml
-from nascli.data.check import inspect_list
-from nascli.data.listfile import (
-    SegmentationDataset,
-    find_classes_file,
-    read_class_names,
-    read_list,
-)
-from nascli.data.transforms import eval_transform, train_transform
+from nascli.data.listfile import find_classes_file, read_class_names
 from nascli.engine.losses import check_class_weights
-from nascli.errors import CheckFailed, ConfigError, DataError, UsageError
+from nascli.errors import ConfigError, DataError, UsageError
 from nascli.rundir import RunDir, atomic_write_text
+from nascli.tasks import get_task, infer_task, task_of
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +83,7 @@ def resolve_data(recipe: Recipe, *, train: bool = True, val: bool = True) -> Rec
         if not Path(path).is_file():
             raise DataError(f"list file {path} not found", hint=f"check {flag}")
         setattr(d, name, Path(path).resolve())
+    _resolve_task(recipe)
     if d.class_names is None:
         classes = find_classes_file(d.train_list or d.val_list, d.data_root)
         if classes is not None:
@@ -106,41 +101,33 @@ def resolve_data(recipe: Recipe, *, train: bool = True, val: bool = True) -> Rec
     return recipe
 
 
-def validate_lists(recipe: Recipe, *, train: bool = True, val: bool = True) -> None:
-    """Check every line of the lists up front (files decode, sizes match, mask values legal).
-
-    The check's label warnings (a class that never appears, mostly-ignored or 0/255 masks) are logged,
-    never raised: the data is legal, only probably not what the user meant.
-    """
+def _resolve_task(recipe: Recipe) -> None:
+    """The recipe's task as given, else what the lists hold (with a note when that is not segmentation);
+    a task given that disagrees with the lists fails here, not as an unreadable mask later."""
     d = recipe.data
-    problems = []
-    for needed, path in ((train, d.train_list), (val, d.val_list)):
-        if needed and path is not None:
-            report = inspect_list(path, d.data_root, d.num_classes, d.ignore_index, class_names=d.class_names)
-            problems += report.problems
-            for w in report.warnings:
-                log.warning("%s%s", w, f"; hint: {w.hint}" if w.hint else "")
-    if problems:
-        first = problems[0]
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        lists = " ".join(f"--list {p}" for p in (d.train_list, d.val_list) if p)
-        raise CheckFailed(f"{first}{more}",
-                          hint=f"{first.hint or 'fix the data'}; "  # the problem's own hint first
-                               f"`nascli data check --data-root {d.data_root} {lists}` lists every problem")
+    found = infer_task(d.train_list or d.val_list)
+    if recipe.task is None:
+        recipe.task = found or "segmentation"
+        if recipe.task != "segmentation":
+            log.info("task: %s, from %s (pass --task to choose)", recipe.task, d.train_list or d.val_list)
+    elif found is not None and found != recipe.task:
+        task = get_task(recipe.task)
+        raise UsageError(f"option --task: {recipe.task} needs `{task.list_line}` lines, but "
+                         f"{d.train_list or d.val_list} holds {found} lines",
+                         hint=f"drop --task (the lists say {found}), or give {recipe.task} lists")
+
+
+def validate_lists(recipe: Recipe, *, train: bool = True, val: bool = True) -> None:
+    """Check every line of the lists up front, as the recipe's task reads them (nascli.tasks)."""
+    task_of(recipe).validate_lists(recipe, train=train, val=val)
 
 
 def datasets(recipe: Recipe, *, augment_seed: int | None = None, train: bool = True,
-             max_train: int | None = None, max_val: int | None = None) -> tuple[SegmentationDataset | None, SegmentationDataset]:
-    """(train with augmentation, val at evaluation scale); optional first-N subsets (search proxies)."""
-    d = recipe.data
-    train_ds = None
-    if train:
-        samples = read_list(d.train_list, d.data_root)[:max_train]
-        train_ds = SegmentationDataset(samples, train_transform(d), num_classes=d.num_classes,
-                                       ignore_index=d.ignore_index, seed=augment_seed)
-    val_samples = read_list(d.val_list, d.data_root)[:max_val]
-    val_ds = SegmentationDataset(val_samples, eval_transform(d), num_classes=d.num_classes, ignore_index=d.ignore_index)
-    return train_ds, val_ds
+             max_train: int | None = None, max_val: int | None = None):
+    """(train with augmentation or None, val at evaluation scale) of the recipe's task; optional first-N
+    subsets (search proxies)."""
+    return task_of(recipe).datasets(recipe, augment_seed=augment_seed, train=train, max_train=max_train,
+                                    max_val=max_val)
 
 
 def setup_torch(recipe: Recipe) -> torch.device:

@@ -32,6 +32,7 @@ from nascli.engine.metrics import DEGENERATE_SHARE, ConfusionMatrix, degeneracy
 from nascli.errors import CheckpointError, UsageError
 from nascli.rundir import RunDir, atomic_write_json, atomic_write_text
 from nascli.steps.common import datasets, resolve_data, setup_torch, validate_lists
+from nascli.tasks import task_of
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class EvalResult:
     out_dir: Path
     seconds: float
     doc: dict[str, Any]  # what metrics.json holds (NaN written as null)
+    task: Any = None  # the data's task (nascli.tasks): what the metrics are
 
 
 def default_model(run: RunDir, onnx: bool, int8: bool = False) -> Path:
@@ -138,7 +140,7 @@ def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None, mode
     d = recipe.data
     if list_file is not None:
         if not Path(list_file).is_file():
-            raise UsageError(f"option --list: {list_file} not found", hint="give a list file of `IMAGE MASK` lines")
+            raise UsageError(f"option --list: {list_file} not found", hint="give a list file of the data to evaluate on")
         d.val_list = Path(list_file)
     nc = int(meta["num_classes"])
     classes_txt = find_classes_file(d.val_list, d.data_root) if d.val_list is not None else None
@@ -172,6 +174,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     path = Path(checkpoint) if checkpoint is not None else default_model(run_dir, onnx, int8)
     model = load_model(path, device, recipe.threads)
     recipe = _fit_data(recipe, model.meta, list_file, path)
+    task = task_of(recipe)
     validate_lists(recipe, train=False)
     _, val_ds = datasets(recipe, train=False)
     list_path = Path(recipe.data.val_list)
@@ -181,17 +184,16 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     started = time.perf_counter()
     with run_dir.step("eval", interrupted="evaluation interrupted; nothing was written", model=str(path),
                       list=str(list_path)) as done:
-        cm = confusion(model.predict, val_ds, recipe.data.num_classes, recipe.data.ignore_index, batch_size, progress)
-        metrics, classes = report(cm, recipe.data.class_names, recipe.data.degenerate_share)
+        metrics, classes, settings = task.eval_predictions(model.predict, val_ds, recipe, batch_size, progress)
         seconds = time.perf_counter() - started
-        doc = {"model": str(path), "kind": model.kind, "list": str(list_path), "images": len(val_ds),
-               "encoding": model.meta.get("encoding"), "ignore_index": recipe.data.ignore_index,
-               "eval_scale": recipe.data.eval_scale, **metrics, "classes": classes, "seconds": round(seconds, 2)}
+        doc = {"model": str(path), "kind": model.kind, "task": task.name, "list": str(list_path), "images": len(val_ds),
+               "encoding": model.meta.get("encoding"), **settings, **metrics, "classes": classes,
+               "seconds": round(seconds, 2)}
         doc = _json_safe(doc)
         atomic_write_json(out / "metrics.json", doc)
         atomic_write_text(out / "per_class.csv", pd.DataFrame(classes).to_csv(index=False))
-        done.update(model=str(path), miou=_json_safe(metrics["miou"]), out=str(out))
-    return EvalResult(run_dir.path, name, model, list_path, metrics, classes, out, seconds, doc)
+        done.update(model=str(path), out=str(out), **{task.metric: _json_safe(metrics[task.metric])})
+    return EvalResult(run_dir.path, name, model, list_path, metrics, classes, out, seconds, doc, task)
 
 
 def path_label(run_dir: RunDir, path: Path) -> str:

@@ -116,6 +116,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     run_dir.check_free()  # the cheap checks first: a busy run directory or a wrong option fails at once
     encoder_source = _encoder_source(run_dir, encoder_weights)
     algorithm = get_algorithm(recipe.search.algo)
+    _check_task(algorithm, recipe)
     if encoder_weights is not None and not algorithm.shared_encoder:
         raise UsageError(f"option --encoder: --algo {algorithm.name} searches its own backbone; it takes no encoder",
                          hint="drop --encoder")
@@ -146,6 +147,15 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
 
 
 RUNTIME_FILE = "runtime.json"
+
+
+def _check_task(algorithm, recipe: Recipe) -> None:
+    """An algorithm searches models of one task; data of another is a usage error naming the ones that fit."""
+    if algorithm.task != recipe.task:
+        fits = [a.name for a in ALGORITHMS.values() if a.task == recipe.task]
+        raise UsageError(f"option --algo: {algorithm.name} searches {algorithm.task} models, but the data is for "
+                         f"{recipe.task}", hint=f"use --algo {' or '.join(fits)}" if fits else
+                         f"no algorithm searches {recipe.task} models yet")
 
 
 def _check_runtime(sdir: Path, runtime: dict, allow_change: bool) -> dict:

@@ -36,15 +36,13 @@ from nascli.engine.checkpoint import (
     model_from_checkpoint,
     save_checkpoint,
 )
-from nascli.engine.evaluator import evaluate_model
 from nascli.engine.loops import (
     make_optimizer,
     make_scheduler,
     recalibrate_bn,
     train_steps,
 )
-from nascli.engine.losses import SegLoss, resolve_class_weights, with_min_steps
-from nascli.engine.metrics import degeneracy, share_text
+from nascli.engine.losses import with_min_steps
 from nascli.pareto.front import flagged as degenerate_rows
 from nascli.errors import (
     CheckpointError,
@@ -67,6 +65,7 @@ from nascli.steps.common import (
     validate_lists,
 )
 from nascli.steps.trained import latest_label, model_label, set_latest, train_dir
+from nascli.tasks import task_of
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
 from nascli.zoo.registry import NEEDS_ENCODING, OWN_ENCODER, check_name, create_model
 
@@ -75,8 +74,6 @@ log = logging.getLogger(__name__)
 # Settings a resumed training may change: where and how fast it runs, not what it computes.
 RESUMABLE_CHANGES = ("device", "threads", "data.workers")
 BN_IMAGES = 256  # training images (augmented) used to re-estimate BN statistics before each evaluation
-METRIC_COLUMNS = ["epoch", "train_loss", "lr", "val_miou", "val_fwiou", "val_pixel_acc", "val_mean_acc", "best",
-                  "degenerate", "val_pred_share", "seconds"]
 
 
 @dataclass
@@ -101,6 +98,7 @@ class TrainResult:
     encoder_origin: str | None = None
     resumed_from: int = 0
     seconds: float = 0.0
+    task: Any = None  # the recipe's task (nascli.tasks): which columns the history holds
 
 
 # --- the recipe -----------------------------------------------------------------------------------------
@@ -171,7 +169,9 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
         return _picked(recipe, run, pick, num_classes)
     path = run.require(run.file("search", "result.csv"), "search", "--encoding or --model")
     table = read_results(path)
-    ok = table[(table["status"] == "ok") & table["mIOU"].notna()] if "status" in table else table
+    task = task_of(recipe)
+    column = task.column if task.column in table else "mIOU"  # a search of another task fails below, by name
+    ok = table[(table["status"] == "ok") & table[column].notna()] if "status" in table else table
     if ok.empty:
         raise RunDirError(f"{path} has no successfully evaluated candidate",
                           hint="search longer, or pass --encoding/--model")
@@ -186,9 +186,10 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
             log.info("skipping %d degenerate candidates of %d for the best pick", int(flagged.sum()), len(ok))
             note = f", {int(flagged.sum())} degenerate candidates skipped"
             ok = ok[~flagged]
-    row = ok.loc[ok["mIOU"].astype(float).idxmax()]
+    row = ok.loc[ok[column].astype(float).idxmax()]
     name, kwargs, code = encoded_model(recipe, str(row["encoding"]), num_classes, flag=str(path))
-    origin = f"search best by mIoU: candidate {row.get('index')} ({float(row['mIOU']):.4f} in search{note})"
+    origin = (f"search best by {task.label}: candidate {row.get('index')} ({float(row[column]):.4f} in "
+              f"search{note})")
     return ModelSource(name, kwargs, origin, code)
 
 
@@ -299,8 +300,9 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
         save_run_recipe(run_dir, recipe)  # eval, export and profile on this run start from it
         result = _train(recipe, run_dir, tdir, source, net.to(device), device, state, progress)
         result.encoder_origin = enc_origin
-        done.update(epochs=len(result.history), best_miou=result.best.get("val_miou"),
-                    best_epoch=result.best.get("epoch"))
+        task = task_of(recipe)
+        done.update(epochs=len(result.history), best_epoch=result.best.get("epoch"),
+                    **{f"best_{task.metric}": result.best.get(task.epoch_metric)})
     return result
 
 
@@ -372,24 +374,24 @@ def _epochs_done(last: Path) -> int:
 # --- the loop ------------------------------------------------------------------------------------------
 def _loader(train_ds, cfg, seed: int, epoch: int, workers: int) -> DataLoader:
     """Epoch `epoch`'s batches: order and augmentation depend on (seed, epoch) only; a lone last sample is
-    dropped (BatchNorm cannot train on a batch of one pooled value)."""
+    dropped (BatchNorm cannot train on a batch of one pooled value). A dataset whose samples do not stack
+    (detection's boxes) brings its own `collate`."""
     train_ds.set_epoch(epoch)
     gen = torch.Generator().manual_seed(derive_seed(seed, 0x5EED, epoch))
     drop = len(train_ds) % cfg.batch_size == 1 and len(train_ds) > 1
     return DataLoader(train_ds, batch_size=cfg.batch_size, shuffle=True, generator=gen, drop_last=drop,
-                      num_workers=workers)
+                      num_workers=workers, collate_fn=getattr(train_ds, "collate", None))
 
 
 def _train(recipe: Recipe, run_dir: RunDir, tdir: Path, source: ModelSource, net: torch.nn.Module,
            device: torch.device, state: dict | None, progress: Callable[[dict], None]) -> TrainResult:
     started = time.perf_counter()
-    cfg, seed, d = recipe.train, recipe.seed, recipe.data
+    cfg, seed, task = recipe.train, recipe.seed, task_of(recipe)
     train_ds, val_ds = datasets(recipe, augment_seed=seed, max_train=cfg.max_train_images, max_val=cfg.max_val_images)
     steps = len(_loader(train_ds, cfg, seed, 0, 0))
     cfg = with_min_steps(cfg, steps, "training")
     recipe = recipe.model_copy(update={"train": cfg})
-    loss_fn = SegLoss(cfg.loss, d.ignore_index,
-                      resolve_class_weights(cfg, train_ds, d.num_classes, d.ignore_index, "train", d.class_names))
+    loss_fn = task.loss(cfg, recipe, train_ds, "train")
     opt = make_optimizer(net.parameters(), cfg)
     sched = make_scheduler(opt, cfg, steps)
     history: list[dict] = []
@@ -401,31 +403,32 @@ def _train(recipe: Recipe, run_dir: RunDir, tdir: Path, source: ModelSource, net
         log.info("resuming from %s: %d of %d epochs done", tdir / "last.pth", start, cfg.epochs)
     spec = {"name": source.name, "kwargs": source.kwargs}
     meta = meta_for(recipe, source)
-    _write_metrics(tdir / "metrics.csv", history)
+    _write_metrics(tdir / "metrics.csv", history, task)
     for epoch in range(start, cfg.epochs):
         t0 = time.perf_counter()
         torch.manual_seed(derive_seed(seed, 0xD12, epoch))  # dropout and anything else drawing from torch
         loader = _loader(train_ds, cfg, seed, epoch, recipe.data.workers)
         lr = opt.param_groups[0]["lr"]
         net.train()
-        loss = train_steps(lambda b: loss_fn(net(b[0].to(device)), b[1].to(device)), loader, opt, sched,
+        loss = train_steps(lambda b: loss_fn(net, b, device), loader, opt, sched,
                            on_step=_on_step(progress, epoch, cfg.epochs, steps))
         metrics = _evaluate(net, recipe, train_ds, val_ds, epoch, device)
-        row = _row(epoch, loss, lr, metrics, history, time.perf_counter() - t0, d)
+        row = _row(epoch, loss, lr, task.epoch_fields(metrics, recipe.data), task.epoch_metric, history,
+                   time.perf_counter() - t0)
         history.append(row)
         ckpt = {"model": spec, "state_dict": net.state_dict(), "meta": meta, "epoch": epoch + 1, "epochs": cfg.epochs,
                 "history": history, "train_config": cfg.model_dump(mode="json"), "seed": seed}
         save_checkpoint(tdir / "last.pth", {**ckpt, "optimizer": opt.state_dict(), "scheduler": sched.state_dict()})
         if row["best"]:
             save_checkpoint(tdir / "best.pth", ckpt)
-        _write_metrics(tdir / "metrics.csv", history)
-        log.info("epoch %d/%d: loss %.4f, val mIoU %.4f, pixel acc %.4f%s%s (%.1f s)", epoch + 1, cfg.epochs, loss,
-                 row["val_miou"], row["val_pixel_acc"], ", best so far" if row["best"] else "",
-                 f", DEGENERATE ({row['degenerate']})" if row["degenerate"] else "", row["seconds"])
+        _write_metrics(tdir / "metrics.csv", history, task)
+        log.info("epoch %d/%d: loss %.4f, %s%s (%.1f s)", epoch + 1, cfg.epochs, loss, task.epoch_text(row),
+                 ", best so far" if row["best"] else "", row["seconds"])
         progress({"event": "epoch", "row": row, "epochs": cfg.epochs})
-    best = max((r for r in history if not math.isnan(r["val_miou"])), key=lambda r: r["val_miou"], default={})
+    key = task.epoch_metric
+    best = max((r for r in history if not math.isnan(r[key])), key=lambda r: r[key], default={})
     return TrainResult(run_dir.path, source, history, best, tdir / "last.pth", tdir / "best.pth", tdir / "metrics.csv",
-                       resumed_from=start, seconds=time.perf_counter() - started)
+                       resumed_from=start, seconds=time.perf_counter() - started, task=task)
 
 
 def _on_step(progress: Callable[[dict], None], epoch: int, epochs: int, steps: int) -> Callable[[int, float], None]:
@@ -434,25 +437,23 @@ def _on_step(progress: Callable[[dict], None], epoch: int, epochs: int, steps: i
 
 
 def _evaluate(net, recipe: Recipe, train_ds, val_ds, epoch: int, device: torch.device) -> dict:
-    """Precise BN on this epoch's training views, then validation metrics (eval mode)."""
+    """Precise BN on this epoch's training views, then the task's validation metrics (eval mode)."""
     cfg = recipe.train
     loader = _loader(train_ds, cfg, recipe.seed, epoch, recipe.data.workers)
     limit = max(1, BN_IMAGES // cfg.batch_size)
-    batches = (x.to(device) for i, (x, _) in zip(range(limit), loader))
+    batches = (b[0].to(device) for i, b in zip(range(limit), loader))
     recalibrate_bn(net, batches)
-    return evaluate_model(net, val_ds, recipe.data.num_classes, recipe.data.ignore_index, cfg.batch_size, device)
+    return task_of(recipe).evaluate(net, val_ds, recipe, cfg.batch_size, device)
 
 
-def _row(epoch: int, loss: float, lr: float, metrics: dict, history: list[dict], seconds: float, data) -> dict:
-    best_before = max((r["val_miou"] for r in history if not math.isnan(r["val_miou"])), default=-math.inf)
-    miou = float(metrics["miou"])
-    why = degeneracy(metrics, data.class_names, data.degenerate_share)
-    return {"epoch": epoch + 1, "train_loss": round(loss, 6), "lr": lr,
-            "val_miou": round(miou, 6), "val_fwiou": round(float(metrics["fwiou"]), 6),
-            "val_pixel_acc": round(float(metrics["pixel_acc"]), 6), "val_mean_acc": round(float(metrics["mean_acc"]), 6),
-            "best": bool(not math.isnan(miou) and miou > best_before), "degenerate": why or "",
-            "val_pred_share": share_text(metrics.get("pred_share") or []), "seconds": round(seconds, 2)}
+def _row(epoch: int, loss: float, lr: float, fields: dict, key: str, history: list[dict], seconds: float) -> dict:
+    """metrics.csv's row of one epoch; `best` when the task's metric `key` beats every earlier epoch."""
+    best_before = max((r[key] for r in history if not math.isnan(r[key])), default=-math.inf)
+    value = float(fields[key])
+    return {"epoch": epoch + 1, "train_loss": round(loss, 6), "lr": lr, **fields,
+            "best": bool(not math.isnan(value) and value > best_before), "seconds": round(seconds, 2)}
 
 
-def _write_metrics(path: Path, history: list[dict]) -> None:
-    atomic_write_text(path, pd.DataFrame(history, columns=METRIC_COLUMNS).to_csv(index=False))
+def _write_metrics(path: Path, history: list[dict], task) -> None:
+    columns = ["epoch", "train_loss", "lr", *task.epoch_columns, "best", "seconds"]
+    atomic_write_text(path, pd.DataFrame(history, columns=columns).to_csv(index=False))

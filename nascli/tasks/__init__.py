@@ -1,0 +1,54 @@
+"""Tasks (SPEC 5): what one kind of dense prediction brings to the shared steps.
+
+A task owns its data format (list lines, dataset, batches), its loss, its validation metric and the
+columns it writes; `steps/` ask the recipe's task for these and never branch on the task's name. The
+task is `recipe.task`: given by `--task` or the recipe, else inferred from the list file (`infer_task`).
+Task modules import lazily, so a segmentation run never loads the detection code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from nascli.errors import UsageError
+
+log = logging.getLogger(__name__)
+
+# name -> "module:class" of its Task subclass
+TASKS = {
+    "segmentation": "nascli.tasks.segmentation:SegmentationTask",
+}
+_loaded: dict = {}
+
+
+def get_task(name: str | None):
+    """The task object of `name` (None: segmentation, the default of every recipe written before tasks)."""
+    name = name or "segmentation"
+    if name not in TASKS:
+        raise UsageError(f"unknown task {name!r}", hint=f"use one of {', '.join(TASKS)}")
+    if name not in _loaded:
+        module, cls = TASKS[name].split(":")
+        _loaded[name] = getattr(importlib.import_module(module), cls)()
+    return _loaded[name]
+
+
+def task_of(recipe):
+    return get_task(recipe.task)
+
+
+def infer_task(list_file: Path | None) -> str | None:
+    """'detection' when the list's first sample line names an .xml annotation, 'segmentation' when it names
+    anything else, None when the list cannot tell (missing or empty): the caller keeps its default."""
+    if list_file is None or not Path(list_file).is_file():
+        return None
+    try:
+        lines = Path(list_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError):
+        return None  # the list's own check reports it with its line
+    for line in lines:
+        parts = line.split("#", 1)[0].split()
+        if len(parts) >= 2:
+            return "detection" if parts[-1].lower().endswith(".xml") else "segmentation"
+    return None
