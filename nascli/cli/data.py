@@ -19,6 +19,7 @@ app = typer.Typer(help="Check a list-file dataset, or make the built-in demo dat
 Lists = Annotated[Optional[list[Path]], typer.Option("--list", "-l", metavar="<path>", help="List file to check (`IMAGE MASK` per line); repeat for several.")]
 IgnoreIndex = Annotated[int, typer.Option("--ignore-index", min=0, max=255, help="Mask value that means 'not labelled'.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Open only the first N samples of each list (syntax is checked on every line).")]
+Task = Annotated[Optional[str], typer.Option("--task", help="segmentation or detection (default: detection when the list's second column is .xml).")]
 
 
 @app.command("check")
@@ -30,9 +31,10 @@ def check(
     num_classes: NumClasses = None,
     ignore_index: IgnoreIndex = 255,
     limit: Limit = None,
+    task: Task = None,
     json_out: Json = False,
 ) -> None:
-    """Check list files up front: syntax, missing or unreadable files, size mismatches, mask values.
+    """Check list files up front: syntax, missing or unreadable files, size mismatches, mask values or boxes.
 
     Prints one `file:line: problem` line per problem, each list's label statistics (per class: share of
     labelled pixels and of images it appears in; the ignore share) with warnings, then a summary; exits 4
@@ -40,17 +42,27 @@ def check(
     0/255 binary masks) do not change the exit code. Without --num-classes the classes come from
     classes.txt beside the first list (or in --data-root).
 
+    Detection lists (`IMAGE ANNOTATION`, Pascal VOC XML; chosen when the second column ends in .xml, or
+    by --task detection): every annotation and box is checked (well-formed XML, known class names,
+    xmin < xmax and ymin < ymax, inside the image, <size> equal to the image's), and each list's boxes
+    per class, difficult boxes, COCO small/medium/large counts and image sizes are printed.
+
     Example:
 
     \b
       nascli data check --data-root data/demo --list data/demo/train.txt --list data/demo/val.txt
       nascli data check --data-root ../shared/data/camvid --train-list ../shared/data/camvid/train.txt --num-classes 11
+      nascli data check --data-root ../shared/data/bccd --list ../shared/data/bccd/train.txt --list ../shared/data/bccd/val.txt
     """
+    from nascli.cli.det_data import check_detection, resolve_task
     from nascli.data.check import inspect_list
 
     files = [*(lists or []), *([train_list] if train_list else []), *([val_list] if val_list else [])]
     if not files:
         raise UsageError("no list file to check", hint="give --list FILE (repeat it for several lists)")
+    if resolve_task(task, files[0]) == "detection":
+        check_detection(files, data_root, num_classes, limit, json_out)
+        return
     num_classes, names = _classes(num_classes, files[0], data_root)
     reports = [inspect_list(f, data_root, num_classes, ignore_index, limit, class_names=names) for f in files]
     checked = sum(r.checked for r in reports)
