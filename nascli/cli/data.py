@@ -145,25 +145,40 @@ def _classes(given: int | None, first_list: Path, data_root: Path | None) -> tup
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder to write (new, empty, or an earlier demo dataset).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
-    size: Annotated[int, typer.Option("--size", min=16, help="Image side in pixels.")] = 128,
-    n_train: Annotated[int, typer.Option("--train", min=1, help="Number of training images.")] = 240,
-    n_val: Annotated[int, typer.Option("--val", min=1, help="Number of validation images.")] = 60,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Image side in pixels (default: 128; detection 160).")] = None,
+    n_train: Annotated[Optional[int], typer.Option("--train", min=1, help="Number of training images (default: 240; detection 300).")] = None,
+    n_val: Annotated[Optional[int], typer.Option("--val", min=1, help="Number of validation images.")] = 60,
+    task: Annotated[str, typer.Option("--task", help="segmentation (masks) or detection (VOC XML boxes).")] = "segmentation",
 ) -> None:
     """Write the built-in demo dataset: textured shapes whose class only their outline reveals.
 
-    VOC layout: JPEGImages/, SegmentationClass/ (palette PNG masks, 255 = ignore), train.txt, val.txt,
-    classes.txt. Seeded: the same options give byte-identical files.
+    Segmentation: VOC layout JPEGImages/, SegmentationClass/ (palette PNG masks, 255 = ignore),
+    train.txt, val.txt, classes.txt. Detection (--task detection): JPEGImages/, Annotations/ (VOC XML
+    boxes), train.txt, val.txt, classes.txt; four shape classes from small to large on cluttered
+    backgrounds, a few images without objects. Seeded: the same options give byte-identical files.
 
     Example:
 
     \b
       nascli data demo data/demo
       nascli data demo /tmp/tiny --size 48 --train 24 --val 8 --seed 1
+      nascli data demo --task detection data/det-demo
     """
-    from nascli.data.demo import CLASS_NAMES, make_demo
+    from nascli.cli.det_data import resolve_task
 
-    make_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+    if resolve_task(task, None) == "detection":
+        from nascli.data.det_demo import CLASS_NAMES, make_detection_demo
+
+        size, n_train = size or 160, n_train or 300
+        make_detection_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+        next_command = f"nascli data check --data-root {out} --list {out / 'train.txt'} --list {out / 'val.txt'}"
+    else:
+        from nascli.data.demo import CLASS_NAMES, make_demo
+
+        size, n_train = size or 128, n_train or 240
+        make_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+        next_command = (f"nascli search -r runs/demo --data-root {out} --train-list {out / 'train.txt'} "
+                        f"--val-list {out / 'val.txt'}")
     console.say(f"Wrote {n_train} training and {n_val} validation images ({size}x{size}, "
                 f"{len(CLASS_NAMES)} classes) to {out}")
-    console.next_step(f"nascli search -r runs/demo --data-root {out} --train-list {out / 'train.txt'} "
-                      f"--val-list {out / 'val.txt'}")
+    console.next_step(next_command)
