@@ -19,10 +19,13 @@ Anchors depend only on the input size (`anchors(image_size)`, cached): pyramid l
 `necks.level_sizes` (every stride-2 step rounds up), not from running the network.
 
 Which head by default: RetinaNet. One training step, MobileNetV2 + 64-channel FPN, 256x256, batch 4,
-1 thread, 4 head convs with GroupNorm in both (`bench/det_step.py`, see BENCHMARKS.md for the figures of
-the run on a shared, loaded 2-core machine): FCOS's step was slower than RetinaNet's (its GIoU and
-centre-ness losses and per-anchor matching in Python-level tensor code), and RetinaNet's multi-anchor
-head is the one EfficientDet uses. FCOS stays selectable (`head="fcos"`).
+1 thread, the same 4-conv GroupNorm tower in both heads (`bench/det_step.py`; figures in BENCHMARKS.md,
+measured on a shared 2-core machine at load 3-4): the two cost the same within noise (FCOS over
+RetinaNet 0.93-1.02 across runs; 0.74 s vs 0.78 s median in one). SPEC 3.6's 3-4x gap between
+torchvision's FCOS and RetinaNet comes from their default towers (FCOS has GroupNorm, RetinaNet v1 has
+none), not from the heads. With speed no argument, RetinaNet's anchors, focal loss and box coder are
+EfficientDet's own head, so the compound-scaling search scales the detector the paper describes.
+FCOS stays selectable (`head="fcos"`).
 
 SSDlite (`ssdlite320_mobilenet_v3_large`, Liu et al. SSD 2016 / Howard et al. MobileNetV3 2019):
 torchvision's model with `weights=None, weights_backbone=None`, its backbone, head, default boxes, box
