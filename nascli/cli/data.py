@@ -19,6 +19,7 @@ app = typer.Typer(help="Check a list-file dataset, or make the built-in demo dat
 Lists = Annotated[Optional[list[Path]], typer.Option("--list", "-l", metavar="<path>", help="List file to check (`IMAGE MASK` per line); repeat for several.")]
 IgnoreIndex = Annotated[int, typer.Option("--ignore-index", min=0, max=255, help="Mask value that means 'not labelled'.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Open only the first N samples of each list (syntax is checked on every line).")]
+Task = Annotated[Optional[str], typer.Option("--task", help="segmentation or detection (default: detection when the list's second column is .xml).")]
 
 
 @app.command("check")
@@ -30,9 +31,10 @@ def check(
     num_classes: NumClasses = None,
     ignore_index: IgnoreIndex = 255,
     limit: Limit = None,
+    task: Task = None,
     json_out: Json = False,
 ) -> None:
-    """Check list files up front: syntax, missing or unreadable files, size mismatches, mask values.
+    """Check list files up front: syntax, missing or unreadable files, size mismatches, mask values or boxes.
 
     Prints one `file:line: problem` line per problem, each list's label statistics (per class: share of
     labelled pixels and of images it appears in; the ignore share) with warnings, then a summary; exits 4
@@ -40,17 +42,27 @@ def check(
     0/255 binary masks) do not change the exit code. Without --num-classes the classes come from
     classes.txt beside the first list (or in --data-root).
 
+    Detection lists (`IMAGE ANNOTATION`, Pascal VOC XML; chosen when the second column ends in .xml, or
+    by --task detection): every annotation and box is checked (well-formed XML, known class names,
+    xmin < xmax and ymin < ymax, inside the image, <size> equal to the image's), and each list's boxes
+    per class, difficult boxes, COCO small/medium/large counts and image sizes are printed.
+
     Example:
 
     \b
       nascli data check --data-root data/demo --list data/demo/train.txt --list data/demo/val.txt
       nascli data check --data-root ../shared/data/camvid --train-list ../shared/data/camvid/train.txt --num-classes 11
+      nascli data check --data-root ../shared/data/bccd --list ../shared/data/bccd/train.txt --list ../shared/data/bccd/val.txt
     """
+    from nascli.cli.det_data import check_detection, resolve_task
     from nascli.data.check import inspect_list
 
     files = [*(lists or []), *([train_list] if train_list else []), *([val_list] if val_list else [])]
     if not files:
         raise UsageError("no list file to check", hint="give --list FILE (repeat it for several lists)")
+    if resolve_task(task, files[0]) == "detection":
+        check_detection(files, data_root, num_classes, limit, json_out)
+        return
     num_classes, names = _classes(num_classes, files[0], data_root)
     reports = [inspect_list(f, data_root, num_classes, ignore_index, limit, class_names=names) for f in files]
     checked = sum(r.checked for r in reports)
@@ -133,25 +145,40 @@ def _classes(given: int | None, first_list: Path, data_root: Path | None) -> tup
 def demo(
     out: Annotated[Path, typer.Argument(help="Folder to write (new, empty, or an earlier demo dataset).")],
     seed: Annotated[int, typer.Option("--seed", help="Random seed; the same seed gives the same files.")] = 0,
-    size: Annotated[int, typer.Option("--size", min=16, help="Image side in pixels.")] = 128,
-    n_train: Annotated[int, typer.Option("--train", min=1, help="Number of training images.")] = 240,
-    n_val: Annotated[int, typer.Option("--val", min=1, help="Number of validation images.")] = 60,
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Image side in pixels (default: 128; detection 160).")] = None,
+    n_train: Annotated[Optional[int], typer.Option("--train", min=1, help="Number of training images (default: 240; detection 300).")] = None,
+    n_val: Annotated[Optional[int], typer.Option("--val", min=1, help="Number of validation images.")] = 60,
+    task: Annotated[str, typer.Option("--task", help="segmentation (masks) or detection (VOC XML boxes).")] = "segmentation",
 ) -> None:
     """Write the built-in demo dataset: textured shapes whose class only their outline reveals.
 
-    VOC layout: JPEGImages/, SegmentationClass/ (palette PNG masks, 255 = ignore), train.txt, val.txt,
-    classes.txt. Seeded: the same options give byte-identical files.
+    Segmentation: VOC layout JPEGImages/, SegmentationClass/ (palette PNG masks, 255 = ignore),
+    train.txt, val.txt, classes.txt. Detection (--task detection): JPEGImages/, Annotations/ (VOC XML
+    boxes), train.txt, val.txt, classes.txt; four shape classes from small to large on cluttered
+    backgrounds, a few images without objects. Seeded: the same options give byte-identical files.
 
     Example:
 
     \b
       nascli data demo data/demo
       nascli data demo /tmp/tiny --size 48 --train 24 --val 8 --seed 1
+      nascli data demo --task detection data/det-demo
     """
-    from nascli.data.demo import CLASS_NAMES, make_demo
+    from nascli.cli.det_data import resolve_task
 
-    make_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+    if resolve_task(task, None) == "detection":
+        from nascli.data.det_demo import CLASS_NAMES, make_detection_demo
+
+        size, n_train = size or 160, n_train or 300
+        make_detection_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+        next_command = f"nascli data check --data-root {out} --list {out / 'train.txt'} --list {out / 'val.txt'}"
+    else:
+        from nascli.data.demo import CLASS_NAMES, make_demo
+
+        size, n_train = size or 128, n_train or 240
+        make_demo(out, seed=seed, size=size, n_train=n_train, n_val=n_val)
+        next_command = (f"nascli search -r runs/demo --data-root {out} --train-list {out / 'train.txt'} "
+                        f"--val-list {out / 'val.txt'}")
     console.say(f"Wrote {n_train} training and {n_val} validation images ({size}x{size}, "
                 f"{len(CLASS_NAMES)} classes) to {out}")
-    console.next_step(f"nascli search -r runs/demo --data-root {out} --train-list {out / 'train.txt'} "
-                      f"--val-list {out / 'val.txt'}")
+    console.next_step(next_command)

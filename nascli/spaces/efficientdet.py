@@ -1,0 +1,251 @@
+"""The EfficientDet compound-scaling space (SPEC 3.6) and its codec. No torch here.
+
+Tan, Pang and Le, "EfficientDet", CVPR 2020, scale a BiFPN detector by one coefficient phi:
+
+    neck width  W = 64 * 1.35^phi, rounded to a multiple of 8
+    neck depth  D = 3 + phi                 (BiFPN blocks)
+    head depth    3 + floor(phi / 3)        (conv layers per head tower)
+    input side    512 + 128 * phi
+
+This 2-core CPU cannot train at 512, so the base width, base input side and the input step per phi are
+the space's settings (defaults 64, 256 and 64: the paper's 512 + 128 phi halved). The paper's table
+rounds D2's width to 112 where the formula gives 116.6 -> 120; we follow the formula, as SPEC 3.6 says.
+
+An encoding is `phi<N>` plus optional overrides of the three scaling ratios, joined by `-`:
+
+    phi1                  the paper's ratios
+    phi2-w1.2-d0.5-r32    width ratio 1.2 (W = base * 1.2^phi), depth step 0.5 (D = 3 + floor(0.5 phi)),
+                          input step 32 px per phi
+
+Each override must be one of the space's choices (`width_ratios`, `depth_steps`, `res_steps`). The
+canonical form (the dedup and CSV key) leaves out every override that does not change the network
+from the default ratios' one, so `phi0-w1.5` is `phi0` and `phi1-w1.35-d1-r64` is `phi1`.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+PART_SEP = "-"
+DEFAULT_WIDTH_RATIO = 1.35
+DEFAULT_DEPTH_STEP = 1.0
+BASE_DEPTH, BASE_HEAD_DEPTH = 3, 3
+FUSIONS = ("fast", "softmax", "sum")
+_NUMBER = re.compile(r"^\d+(\.\d+)?$")
+_FIELDS = ("phi", "width_ratio", "depth_step", "res_step")
+_PREFIX = {"w": "width_ratio", "d": "depth_step", "r": "res_step"}
+
+
+class EncodingError(ValueError):
+    """Raised by the codec; `nascli.errors.EncodingError` wraps it for the CLI."""
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """A parsed encoding: phi and the three ratios (defaults filled in)."""
+
+    phi: int
+    width_ratio: float
+    depth_step: float
+    res_step: int
+
+
+@dataclass(frozen=True)
+class Scaled:
+    """What a scaling means: the detector's sizes and the input side."""
+
+    width: int
+    neck_repeats: int
+    head_depth: int
+    input_size: int
+
+
+def round_width(w: float, multiple: int = 8) -> int:
+    """Nearest multiple of `multiple` (at least one multiple)."""
+    return max(multiple, int(math.floor(w / multiple + 0.5)) * multiple)
+
+
+def compound(phi: int, *, base_width: int = 64, base_size: int = 256, res_step: int = 64,
+             width_ratio: float = DEFAULT_WIDTH_RATIO, depth_step: float = DEFAULT_DEPTH_STEP) -> Scaled:
+    """SPEC 3.6's compound scaling of one coefficient `phi`."""
+    return Scaled(width=round_width(base_width * width_ratio ** phi),
+                  neck_repeats=BASE_DEPTH + int(math.floor(depth_step * phi + 1e-9)),
+                  head_depth=BASE_HEAD_DEPTH + phi // 3,
+                  input_size=base_size + res_step * phi)
+
+
+def _num(v: float) -> str:
+    return f"{v:g}"
+
+
+class EfficientDetSpace:
+    """phi in 0..max_phi and the ratio choices: parse/format/validate, sample, mutate, canonical."""
+
+    name = "efficientdet"
+
+    def __init__(self, *, max_phi: int = 3, base_width: int = 64, base_size: int = 256, res_step: int = 64,
+                 width_ratios: Sequence[float] = (1.2, 1.35, 1.5), depth_steps: Sequence[float] = (0.5, 1.0),
+                 res_steps: Sequence[int] | None = None):
+        if max_phi < 0:
+            raise EncodingError(f"max_phi must be >= 0, got {max_phi}")
+        self.max_phi, self.base_width, self.base_size, self.res_step = max_phi, base_width, base_size, res_step
+        self.width_ratios = tuple(sorted({float(w) for w in (*width_ratios, DEFAULT_WIDTH_RATIO)}))
+        self.depth_steps = tuple(sorted({float(d) for d in (*depth_steps, DEFAULT_DEPTH_STEP)}))
+        self.res_steps = tuple(sorted({int(r) for r in (*(res_steps or (res_step // 2, res_step)), res_step)}))
+        self.default = Scaling(0, DEFAULT_WIDTH_RATIO, DEFAULT_DEPTH_STEP, res_step)
+
+    def __repr__(self) -> str:
+        return (f"EfficientDetSpace(phi 0..{self.max_phi}, w {self.width_ratios}, d {self.depth_steps}, "
+                f"r {self.res_steps}, base {self.base_width}ch {self.base_size}px)")
+
+    # --- text <-> scaling ---------------------------------------------------------------------------
+    def parse(self, text: str) -> Scaling:
+        if not isinstance(text, str):
+            raise EncodingError(f"an encoding is a string, got {type(text).__name__}")
+        parts = [p.strip() for p in text.strip().lower().split(PART_SEP)]
+        head = parts[0]
+        if not head.startswith("phi") or not head[3:].isdigit():
+            raise EncodingError(f"encoding {text!r}: starts with {head!r}, expected phi<N> (e.g. phi1)")
+        values: dict[str, float | int] = {"phi": int(head[3:])}
+        for part in parts[1:]:
+            key, num = part[:1], part[1:]
+            if key not in _PREFIX or not _NUMBER.match(num):
+                raise EncodingError(f"encoding {text!r}: part {part!r} is not w<width ratio>, d<depth step> "
+                                    f"or r<input step in px> (e.g. phi1-w1.35-d1-r64)")
+            field = _PREFIX[key]
+            if field in values:
+                raise EncodingError(f"encoding {text!r}: {key}<...> given twice")
+            if field == "res_step" and not num.isdigit():
+                raise EncodingError(f"encoding {text!r}: input step r{num} is not a whole number of pixels")
+            values[field] = int(num) if field == "res_step" else float(num)
+        scaling = replace(self.default, **values)  # type: ignore[arg-type]
+        self.validate(scaling, text)
+        return scaling
+
+    def validate(self, s: Scaling, text: str | None = None) -> None:
+        shown = text if text is not None else self.format(s, check=False)
+        if not 0 <= s.phi <= self.max_phi:
+            raise EncodingError(f"encoding {shown!r}: phi {s.phi} is out of range 0..{self.max_phi}")
+        for label, value, choices in (("width ratio w", s.width_ratio, self.width_ratios),
+                                      ("depth step d", s.depth_step, self.depth_steps),
+                                      ("input step r", s.res_step, self.res_steps)):
+            if not any(abs(value - c) < 1e-9 for c in choices):
+                raise EncodingError(f"encoding {shown!r}: {label} {_num(value)} is not one of "
+                                    f"{', '.join(_num(c) for c in choices)}")
+
+    def format(self, s: Scaling, check: bool = True) -> str:
+        """Every ratio that differs from the default spelled out (the canonical form drops no-op ones)."""
+        if check:
+            self.validate(s)
+        parts = [f"phi{s.phi}"]
+        if s.width_ratio != DEFAULT_WIDTH_RATIO:
+            parts.append(f"w{_num(s.width_ratio)}")
+        if s.depth_step != DEFAULT_DEPTH_STEP:
+            parts.append(f"d{_num(s.depth_step)}")
+        if s.res_step != self.res_step:
+            parts.append(f"r{s.res_step}")
+        return PART_SEP.join(parts)
+
+    def canonical(self, text: str) -> str:
+        """The dedup key: overrides that leave the network as the default ratios make it are dropped."""
+        s = self.parse(text)
+        base = self.scaled(replace(self.default, phi=s.phi))
+        target = self.scaled(s)
+        kept = replace(self.default, phi=s.phi,
+                       width_ratio=s.width_ratio if target.width != base.width else DEFAULT_WIDTH_RATIO,
+                       depth_step=s.depth_step if target.neck_repeats != base.neck_repeats else DEFAULT_DEPTH_STEP,
+                       res_step=s.res_step if target.input_size != base.input_size else self.res_step)
+        return self.format(kept)
+
+    # --- scaling -> sizes -----------------------------------------------------------------------------
+    def scaled(self, s: Scaling | str) -> Scaled:
+        s = self.parse(s) if isinstance(s, str) else s
+        return compound(s.phi, base_width=self.base_width, base_size=self.base_size, res_step=s.res_step,
+                        width_ratio=s.width_ratio, depth_step=s.depth_step)
+
+    def enumerate(self) -> list[str]:
+        """Every distinct network of the space, as canonical encodings (small: tens)."""
+        seen: dict[str, None] = {}
+        for phi in range(self.max_phi + 1):
+            for w in self.width_ratios:
+                for d in self.depth_steps:
+                    for r in self.res_steps:
+                        seen[self.canonical(self.format(Scaling(phi, w, d, r)))] = None
+        return list(seen)
+
+    # --- search moves ----------------------------------------------------------------------------------
+    def sample(self, rng: random.Random) -> str:
+        """phi and each ratio uniformly over its choices, in canonical form."""
+        s = Scaling(rng.randint(0, self.max_phi), rng.choice(self.width_ratios), rng.choice(self.depth_steps),
+                    rng.choice(self.res_steps))
+        return self.canonical(self.format(s))
+
+    def mutate(self, text: str, rng: random.Random) -> tuple[str, int]:
+        """Change one of (phi, w, d, r) so that the network changes; returns (child, position 0..3)."""
+        s = self.parse(text)
+        here = self.canonical(text)
+        options = []
+        for pos, field in enumerate(_FIELDS):
+            choices = range(self.max_phi + 1) if field == "phi" else getattr(self, field + "s")
+            for v in choices:
+                child = self.canonical(self.format(replace(s, **{field: v})))
+                if child != here:
+                    options.append((child, pos))
+        if not options:
+            raise EncodingError(f"encoding {text!r}: the space has no other network to mutate to")
+        return rng.choice(options)
+
+    def describe(self, text: str) -> str:
+        z = self.scaled(text)
+        return (f"{self.canonical(text)}: BiFPN {z.width} ch x {z.neck_repeats} blocks, head depth {z.head_depth}, "
+                f"input {z.input_size}x{z.input_size}")
+
+
+class EfficientDetConfig(BaseModel):
+    """The recipe's `efficientdet:` section: the space (stored with the search) and the detector's fixed parts."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    max_phi: int = Field(3, ge=0, le=7)
+    base_width: int = Field(64, ge=8)
+    base_size: int = Field(256, ge=32)
+    res_step: int = Field(64, ge=0)
+    width_ratios: list[float] = Field(default_factory=lambda: [1.2, 1.35, 1.5], min_length=1)
+    depth_steps: list[float] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
+    res_steps: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    fusion: str = "fast"
+
+    @model_validator(mode="after")
+    def _check(self) -> "EfficientDetConfig":
+        if self.fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if min(self.width_ratios) <= 0 or min(self.depth_steps) < 0 or min(self.res_steps) < 0:
+            raise ValueError("width ratios must be > 0, depth and input steps >= 0")
+        return self
+
+    def space(self) -> EfficientDetSpace:
+        return EfficientDetSpace(max_phi=self.max_phi, base_width=self.base_width, base_size=self.base_size,
+                                 res_step=self.res_step, width_ratios=self.width_ratios,
+                                 depth_steps=self.depth_steps, res_steps=self.res_steps)
+
+
+def efficientdet_kwargs(encoding: str, *, fusion: str = "fast", space: EfficientDetSpace | None = None,
+                        **space_settings) -> dict:
+    """`{"model": kwargs of the registry's `efficientdet` builder (less num_classes), "input_size": [s, s]}`.
+
+    `space` (or `space_settings`, EfficientDetSpace's keywords: base_width, base_size, res_step, ...)
+    fixes what the encoding means.
+    """
+    if fusion not in FUSIONS:
+        raise EncodingError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    space = space or EfficientDetSpace(**space_settings)
+    z = space.scaled(encoding)
+    return {"model": {"width": z.width, "neck_repeats": z.neck_repeats, "head_depth": z.head_depth,
+                      "fusion": fusion},
+            "input_size": [z.input_size, z.input_size]}
