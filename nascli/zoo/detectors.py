@@ -63,13 +63,19 @@ DEFAULT_HEAD = "retinanet"
 ENCODER_TAPS = (1, 2, 3)  # MobileNetV2 taps at strides 8, 16, 32
 
 
+def norm_groups(channels: int, most: int = 32) -> int:
+    """The most GroupNorm groups (up to `most`) that divide `channels` with at least 2 channels each
+    (one channel per group cannot normalise a 1x1 level): 64 -> 32, 88 -> 22, 120 -> 30, 16 -> 8."""
+    return max(g for g in range(1, most + 1) if channels % g == 0 and channels // g >= 2 or g == 1)
+
+
 def _tower(channels: int, depth: int) -> nn.Sequential:
     """`depth` x (3x3 conv, GroupNorm, ReLU), initialised as torchvision's heads do (N(0, 0.01), bias 0).
 
-    GroupNorm with gcd(32, channels) groups: torchvision's 32 groups need widths divisible by 32, and
+    GroupNorm with `norm_groups(channels)` groups: torchvision's 32 need widths divisible by 32, and
     compound-scaled widths (88, 120) are only multiples of 8.
     """
-    norm = partial(nn.GroupNorm, math.gcd(32, channels))
+    norm = partial(nn.GroupNorm, norm_groups(channels))
     layers: list[nn.Module] = []
     for _ in range(depth):
         conv = nn.Conv2d(channels, channels, 3, padding=1)
@@ -114,7 +120,7 @@ class Detector(nn.Module):
         else:
             # FCOS: one "anchor" per location, as big as its stride (torchvision's FCOS default).
             self.anchor_generator = AnchorGenerator(tuple((s,) for s in self.strides), ((1.0,),) * len(self.strides))
-            self.head = FCOSHead(width, 1, num_classes, num_convs=head_depth)
+            self.head = FCOSHead(width, 1, num_classes, num_convs=0)  # towers below: its GroupNorm(32) needs width % 32
             self.center_sampling_radius = 1.5
             self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
             self.raw_names = ("cls_logits", "bbox_regression", "bbox_ctrness")
@@ -260,3 +266,30 @@ def decode_detections(model: nn.Module, raw, image_size: Sequence[int], *, score
     split = {k: list(v.split(counts, dim=1)) for k, v in raw.items()}
     post = RetinaNet.postprocess_detections if model.head_kind == "retinanet" else FCOS.postprocess_detections
     return post(settings, split, [per_level] * batch, [size] * batch)
+
+
+# --- registry builders (keyword-only; `nascli.zoo.registry` maps names to them) ---------------------------
+def mobilenetv2_fpn(*, num_classes: int, width: int = 64, head: str = DEFAULT_HEAD, head_depth: int = 4,
+                    anchor_scale: float = 4.0) -> Detector:
+    """MobileNetV2 + FPN + RetinaNet head: torchvision's RetinaNet recipe on our encoder (4 head convs)."""
+    return Detector(num_classes=num_classes, neck="fpn", width=width, head=head, head_depth=head_depth,
+                    anchor_scale=anchor_scale)
+
+
+def mobilenetv2_bifpn(*, num_classes: int, width: int = 64, neck_repeats: int = 3, fusion: str = "fast",
+                      head: str = DEFAULT_HEAD, head_depth: int = 3, anchor_scale: float = 4.0) -> Detector:
+    """MobileNetV2 + BiFPN at EfficientDet-D0's neck and head sizes (64 channels, 3 blocks, 3 head convs)."""
+    return Detector(num_classes=num_classes, neck="bifpn", width=width, neck_repeats=neck_repeats, fusion=fusion,
+                    head=head, head_depth=head_depth, anchor_scale=anchor_scale)
+
+
+def efficientdet(*, num_classes: int, width: int = 64, neck_repeats: int = 3, head_depth: int = 3,
+                 fusion: str = "fast", head: str = DEFAULT_HEAD, anchor_scale: float = 4.0) -> Detector:
+    """The compound-scaled detector: kwargs from `nascli.spaces.efficientdet.efficientdet_kwargs(encoding)`."""
+    return Detector(num_classes=num_classes, neck="bifpn", width=width, neck_repeats=neck_repeats, fusion=fusion,
+                    head=head, head_depth=head_depth, anchor_scale=anchor_scale)
+
+
+def ssdlite320_mobilenet_v3_large(*, num_classes: int) -> SSDliteDetector:
+    """torchvision's SSDlite320 MobileNetV3-Large, random weights, behind the detectors' interface."""
+    return SSDliteDetector(num_classes=num_classes)

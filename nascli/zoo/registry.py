@@ -12,7 +12,7 @@ from typing import Any, Callable
 from torch import nn
 
 from nascli.errors import UsageError
-from nascli.zoo import baselines
+from nascli.zoo import baselines, detectors
 from nascli.zoo.adelaide import build_adelaide
 from nascli.zoo.proxyless import build_proxyless
 
@@ -22,11 +22,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "deeplabv3_mobilenet_v3_large": baselines.deeplabv3_mobilenet_v3_large,
     "mobilenetv2_lraspp": baselines.mobilenetv2_lraspp,
     "proxyless": build_proxyless,
+    # detection: forward -> raw head outputs; model.loss / model.decode (nascli.zoo.detectors)
+    "mobilenetv2_fpn": detectors.mobilenetv2_fpn,
+    "mobilenetv2_bifpn": detectors.mobilenetv2_bifpn,
+    "efficientdet": detectors.efficientdet,
+    "ssdlite320_mobilenet_v3_large": detectors.ssdlite320_mobilenet_v3_large,
 }
+# Detection models: `forward(images)` returns raw head outputs, not segmentation logits.
+DETECTION_MODELS = {"mobilenetv2_fpn", "mobilenetv2_bifpn", "efficientdet", "ssdlite320_mobilenet_v3_large"}
 # Models that need an encoding (a searched architecture) to be built.
 NEEDS_ENCODING = {"adelaide", "proxyless"}
 # Models built on nascli's MobileNetV2 encoder: pretrained encoder weights and the feature cache apply.
-OWN_ENCODER = {"adelaide", "mobilenetv2_lraspp"}
+OWN_ENCODER = {"adelaide", "mobilenetv2_lraspp", "mobilenetv2_fpn", "mobilenetv2_bifpn", "efficientdet"}
 
 
 def check_name(name: str) -> str:
