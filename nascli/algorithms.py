@@ -36,6 +36,9 @@ class Space:
     model: str
     kwargs: Callable[[Any, str, int], dict]
     hint: str
+    # (H, W) an encoding's network is trained and measured at, where the space scales resolution
+    # (efficientdet); None: the recipe's data.input_size
+    input_size: Callable[[Any, str], tuple[int, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,7 @@ def _adelaide_ea(recipe, space, evaluator):
     from nascli.strategies.evolution import AdelaideEA
 
     s = recipe.search
-    return AdelaideEA(space, s.random_samples, s.mutate_samples, s.objectives)
+    return AdelaideEA(space, s.random_samples, s.mutate_samples, s.objectives or ["miou", "macs"])  # any space
 
 
 def _random(recipe, space, evaluator):
@@ -137,12 +140,40 @@ def _proxyless_budget(recipe) -> int:
     return 1 + recipe.proxyless.front_samples  # the derived architecture, then the front
 
 
+# --- the EfficientDet compound-scaling space (SPEC 3.6) ------------------------------------------------
+def _efficientdet_space(recipe):
+    return recipe.efficientdet.space()
+
+
+def _efficientdet_spec(recipe, code: str) -> dict:
+    from nascli.spaces.efficientdet import efficientdet_kwargs
+
+    return efficientdet_kwargs(code, fusion=recipe.efficientdet.fusion, space=recipe.efficientdet.space())
+
+
+def _efficientdet_kwargs(recipe, code: str, num_classes: int) -> dict:
+    return {**_efficientdet_spec(recipe, code)["model"], "num_classes": num_classes}
+
+
+def _efficientdet_size(recipe, code: str) -> tuple[int, int]:
+    return tuple(_efficientdet_spec(recipe, code)["input_size"])
+
+
+def _detection_evaluator(recipe, space, **kwargs):
+    from nascli.engine.det_evaluator import DetectionCandidateEvaluator
+
+    return DetectionCandidateEvaluator(recipe=recipe, space=space, **kwargs)
+
+
 SPACES: dict[str, Space] = {s.name: s for s in (
     Space("adelaide", _adelaide_space, "adelaide", _adelaide_kwargs,
           "an Adelaide encoding is '_' + 19 base-36 digits, as in RUN/search/result.csv"),
     Space("proxyless", _proxyless_space, "proxyless", _proxyless_kwargs,
           "a proxyless encoding names each layer's op, '-' between layers and '.' between stages, e.g. "
           "mb3-skip.sep3-dil5 (the recipe's proxyless: section gives the stages)"),
+    Space("efficientdet", _efficientdet_space, "efficientdet", _efficientdet_kwargs,
+          "an efficientdet encoding is phi<N> with optional ratio overrides, e.g. phi1 or phi2-w1.2-d0.5-r32",
+          input_size=_efficientdet_size),
 )}
 
 ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
@@ -156,6 +187,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
     Algorithm("proxyless", "segmentation", "one-shot latency-aware chain-backbone search (binary gates, "
               "latency lookup table)", "proxyless", _proxyless_strategy, _supernet_evaluator,
               _proxyless_budget, section="proxyless", shared_encoder=False),
+    Algorithm("efficientdet", "detection", "EfficientDet compound scaling (phi and the width/depth/resolution "
+              "ratios) of a BiFPN detector: random phase, then mutations of Pareto-front parents", "efficientdet",
+              _adelaide_ea, _detection_evaluator, _two_phase_budget, section="efficientdet", shared_encoder=False),
 )}
 
 
@@ -187,3 +221,12 @@ def encoded_model(recipe, text: str, num_classes: int, flag: str = "--encoding")
             continue
         return entry.model, entry.kwargs(recipe, code, num_classes), code
     raise EncodingError(f"option {flag}: {problem}", hint=first.hint)
+
+
+def encoded_input_size(recipe, model: str, code: str | None) -> tuple[int, int] | None:
+    """The input size an encoded network of `model` is built for, where its space scales resolution; None
+    where the recipe's data.input_size applies."""
+    for space in SPACES.values():
+        if space.model == model and space.input_size is not None and code is not None:
+            return tuple(space.input_size(recipe, code))
+    return None

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from nascli.errors import ConfigError
+from nascli.spaces.efficientdet import EfficientDetConfig
 from nascli.spaces.proxyless import ProxylessConfig
 
 DEFAULT_OPS = ["conv1x1", "conv3x3", "sep_conv_3x3", "sep_conv_5x5", "conv3x3_dil3", "sep_conv_3x3_dil3",
@@ -124,11 +125,11 @@ class TrainConfig(_Section):
 
 
 class SearchConfig(_Section):
-    algo: Literal["adelaide-ea", "random", "fast-nas", "proxyless"] = "adelaide-ea"  # nascli.algorithms.ALGORITHMS
+    algo: Literal["adelaide-ea", "random", "fast-nas", "proxyless", "efficientdet"] = "adelaide-ea"  # nascli.algorithms.ALGORITHMS
     random_samples: int = Field(8, ge=0)
     mutate_samples: int = Field(8, ge=0)
     samples: int = Field(8, ge=0)  # fast-nas: controller samples
-    objectives: list[str] = Field(default_factory=lambda: ["miou", "macs"])
+    objectives: Optional[list[str]] = None  # None: the task's metric (miou, map) and macs
     max_macs: Optional[int] = Field(None, gt=0)
     max_params: Optional[int] = Field(None, gt=0)
     max_latency_ms: Optional[float] = Field(None, gt=0)
@@ -143,8 +144,11 @@ class SearchConfig(_Section):
 
     @field_validator("objectives")
     @classmethod
-    def _objectives(cls, v: list[str]) -> list[str]:
+    def _objectives(cls, v: list[str] | None) -> list[str] | None:
         from nascli.pareto.front import OBJECTIVES
+
+        if v is None:
+            return v
 
         for name in v:
             if name not in OBJECTIVES:
@@ -183,9 +187,18 @@ class FastNasConfig(_Section):
     distill_weight: float = Field(0.3, ge=0)
 
 
+class DetectionConfig(_Section):
+    """Detection post-processing (torchvision's detectors' own decode), for every eval, search and predict."""
+
+    score_thresh: float = Field(0.05, ge=0, lt=1)  # COCO-style: low, so the precision-recall curve is complete
+    nms_thresh: float = Field(0.5, gt=0, le=1)  # IoU over which class-wise NMS drops the lower-scored box
+    detections_per_img: int = Field(100, ge=1)  # COCO's maxDets
+    topk_candidates: int = Field(1000, ge=1)  # best-scored boxes kept per pyramid level before NMS
+
+
 class Recipe(_Section):
     # segmentation or detection (nascli.tasks); None: inferred from the list files (steps.common.resolve_data)
-    task: Optional[Literal["segmentation"]] = None
+    task: Optional[Literal["segmentation", "detection"]] = None
     seed: int = 0
     device: str = "cpu"
     threads: Optional[int] = Field(None, ge=1)  # torch intra-op threads; None keeps torch's default
@@ -198,6 +211,8 @@ class Recipe(_Section):
     pretrain: TrainConfig = Field(default_factory=lambda: TrainConfig(epochs=10, mode="full", lr=1e-3, min_steps=200))
     fast_nas: FastNasConfig = Field(default_factory=FastNasConfig)
     proxyless: ProxylessConfig = Field(default_factory=ProxylessConfig)  # beside its space: nascli/spaces/proxyless.py
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    efficientdet: EfficientDetConfig = Field(default_factory=EfficientDetConfig)  # nascli/spaces/efficientdet.py
 
 
 # ------------------------------------------------------------------------------------------------
@@ -361,7 +376,7 @@ def first_difference(saved: Path, recipe: Recipe, *, compare: tuple[str, ...] = 
 
 
 # Settings added with a run-time default (None), and what every run saved before they existed used.
-DECIDED_BEFORE = {"task": "segmentation"}
+DECIDED_BEFORE = {"task": "segmentation", "search.objectives": ["miou", "macs"]}
 
 
 def recipe_to_yaml(recipe: Recipe) -> str:

@@ -9,6 +9,7 @@ import typer
 
 from nascli.cli import console, options
 from nascli.rundir import RunDir
+from nascli.tasks import get_task
 
 
 def pareto(
@@ -36,7 +37,7 @@ def pareto(
     console.set_quiet(quiet)
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, {})
-    names = step.parse_objectives(objectives, list(cfg.search.objectives))
+    names = step.parse_objectives(objectives, list(cfg.search.objectives or ["miou", "macs"]))
     result = step.run(cfg, run, objectives=names, results=results)
     front = result.front
     if json_out:
@@ -45,7 +46,8 @@ def pareto(
                             "candidates": len(result.table), "csv": str(result.csv_path), "png": str(result.png_path),
                             "front": front[cols].astype(object).where(front[cols].notna(), None).to_dict(orient="records")})
     else:
-        console.print_table(_rows(front), title=f"Pareto front over {', '.join(result.objectives)}: {len(front)} of "
+        task = get_task(cfg.task)
+        console.print_table(_rows(front, task), title=f"Pareto front over {', '.join(result.objectives)}: {len(front)} of "
                                                 f"{len(result.table)} candidates ({result.source})")
         from nascli.pareto.front import flagged
 
@@ -53,10 +55,10 @@ def pareto(
             console.warn("members marked degenerate predict one class only or miss a frequent class: their mIoU "
                          "ranks noise (`nascli train` without --pick skips them)")
     console.say(f"wrote {result.csv_path} and {result.png_path}")
-    console.next_step(f"nascli train -r {result.run_dir}  (best mIoU)   or   nascli train -r {result.run_dir} --pick 0")
+    console.next_step(f"nascli train -r {result.run_dir}  (best {get_task(cfg.task).label})   or   nascli train -r {result.run_dir} --pick 0")
 
 
-def _rows(front) -> list[dict]:
+def _rows(front, task) -> list[dict]:
     """Readable units for the terminal (pareto.csv keeps the raw integers)."""
     from nascli.pareto.front import flagged
 
@@ -64,7 +66,7 @@ def _rows(front) -> list[dict]:
     if "degenerate" in front.columns:
         front = front.assign(degenerate=flagged(front["degenerate"]).map({True: "yes", False: ""}))
     for r in front.to_dict(orient="records"):
-        row = {"pick": r["pick"], "encoding": r["encoding"], "mIoU": r.get("mIOU"),
+        row = {"pick": r["pick"], "encoding": r["encoding"], task.label: r.get(task.column),
                "GMACs": r["flops"] / 1e9 if r.get("flops") == r.get("flops") else None,
                "M params": r["parameters"] / 1e6 if r.get("parameters") == r.get("parameters") else None}
         if r.get("latency_ms") == r.get("latency_ms") and r.get("latency_ms") is not None:

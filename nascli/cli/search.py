@@ -12,6 +12,7 @@ from nascli.cli import console, options
 from nascli.config import parse_size
 from nascli.errors import UsageError
 from nascli.rundir import RunDir
+from nascli.tasks import get_task
 
 log = logging.getLogger("nascli")
 
@@ -111,8 +112,9 @@ def _report(result, cfg, json_out: bool) -> None:
     from nascli.steps.search import objective_columns
 
     front = result.front
-    cols = ["encoding", "mIOU", "flops", "parameters", "input_size"] + [
-        c for c in objective_columns(result.objectives) if c not in ("mIOU", "flops", "parameters")]
+    task = get_task(cfg.task)
+    cols = ["encoding", task.column, "flops", "parameters", "input_size"] + [
+        c for c in objective_columns(result.objectives) if c not in (task.column, "flops", "parameters")]
     if "degenerate" in front.columns:
         front = front.assign(degenerate=flagged(front["degenerate"]).map({True: "yes", False: ""}))
         cols.append("degenerate")
@@ -161,13 +163,15 @@ class SearchProgress(console.LiveBar):
             self.show("search", event["index"], event["total"], f"{event['phase']} {event['encoding']}")
         elif kind == "record":
             r = event["record"]
+            task = get_task(r.get("task"))
             best = event.get("best_miou")
-            info = f"best mIoU {best:.4f}" if best is not None else ""
+            info = f"best {task.label} {best:.4f}" if best is not None else ""
             self.show("search", event["done"], event["total"], info)
             if not self.live:
-                miou = r.get("mIOU")
-                miou_s = f"{miou:.4f}" if isinstance(miou, (int, float)) else "-"
+                value = r.get(task.column)
+                value_s = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
                 flag = f" DEGENERATE ({r['degenerate_reason']})" if r.get("degenerate") else ""
-                log.info("candidate %d/%d %s %s: %s mIoU %s%s, %.3f GMACs, %.2f M params, %.1f s; %s",
-                         event["done"], event["total"], r["phase"], r["encoding"], r["status"], miou_s, flag,
+                log.info("candidate %d/%d %s %s: %s %s %s%s, %.3f GMACs, %.2f M params, %.1f s; %s",
+                         event["done"], event["total"], r["phase"], r["encoding"], r["status"], task.label, value_s,
+                         flag,
                          r.get("flops", 0) / 1e9, r.get("parameters", 0) / 1e6, r.get("seconds", 0), info)

@@ -92,19 +92,7 @@ class CandidateEvaluator:
 
     def cost(self, encoding: str) -> dict:
         """MACs and parameters of the inference model at the recipe's input size (and latency if asked)."""
-        model = self.build(encoding)
-        size = tuple(self.recipe.data.input_size)
-        out: dict = {"flops": count_macs(model, size), "parameters": count_params(model), "input_size": size_str(size)}
-        search = self.recipe.search
-        if search.measure_latency or search.max_latency_ms or "latency" in search.objectives:
-            # looked up here, not through profile.onnx_latency.latency_function, so tests can replace them
-            measure = {"onnxruntime": onnxruntime_latency, "onnxruntime-int8": onnxruntime_int8_latency}.get(
-                search.latency_runtime, torch_latency)
-            at = tuple(search.latency_size or size)
-            lat = measure(model, at, device=str(self.device), threads=search.latency_threads, warmup=3, runs=10)
-            out.update(latency_ms=round(lat["median_ms"], 3), latency_runtime=search.latency_runtime,
-                       latency_size=size_str(at))
-        return out
+        return model_cost(self.build(encoding), tuple(self.recipe.data.input_size), self.recipe.search, self.device)
 
     # --- training --------------------------------------------------------------------------------
     @property
@@ -217,6 +205,21 @@ class CandidateEvaluator:
             save_checkpoint(path, {"model": spec, "state_dict": state, "meta": meta, "encoder_file": encoder_file})
         else:
             save_checkpoint(path, {"model": spec, "state_dict": model.state_dict(), "meta": meta})
+
+
+def model_cost(model: torch.nn.Module, size: tuple[int, int], search, device: torch.device) -> dict:
+    """A candidate's cost columns: MACs and parameters at `size`, and its latency when the search asks for it
+    (at `search.latency_size`, else `size`, by `search.latency_runtime`)."""
+    out: dict = {"flops": count_macs(model, size), "parameters": count_params(model), "input_size": size_str(size)}
+    if search.measure_latency or search.max_latency_ms or "latency" in (search.objectives or ()):
+        # looked up here, not through profile.onnx_latency.latency_function, so tests can replace them
+        measure = {"onnxruntime": onnxruntime_latency, "onnxruntime-int8": onnxruntime_int8_latency}.get(
+            search.latency_runtime, torch_latency)
+        at = tuple(search.latency_size or size)
+        lat = measure(model, at, device=str(device), threads=search.latency_threads, warmup=3, runs=10)
+        out.update(latency_ms=round(lat["median_ms"], 3), latency_runtime=search.latency_runtime,
+                   latency_size=size_str(at))
+    return out
 
 
 def metric_fields(metrics: dict, class_names: list[str] | None = None,

@@ -44,8 +44,10 @@ def train_steps(
     optimizer: torch.optim.Optimizer,
     scheduler=None,
     on_step: Callable[[int, float], None] | None = None,
+    clip_norm: float | None = None,
 ) -> float:
-    """Run one pass over `batches`; `step_fn(batch)` returns the loss. Returns the mean loss."""
+    """Run one pass over `batches`; `step_fn(batch)` returns the loss. Returns the mean loss. With
+    `clip_norm`, gradients are clipped to that total norm before each step."""
     total, n = 0.0, 0
     for batch in batches:
         loss = step_fn(batch)
@@ -53,6 +55,8 @@ def train_steps(
             raise DivergedError(f"loss became {loss.item()} at step {n}")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], clip_norm)
         optimizer.step()
         if scheduler is not None:
             scheduler.step()

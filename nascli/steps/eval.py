@@ -184,7 +184,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, onnx
     started = time.perf_counter()
     with run_dir.step("eval", interrupted="evaluation interrupted; nothing was written", model=str(path),
                       list=str(list_path)) as done:
-        metrics, classes, settings = task.eval_predictions(model.predict, val_ds, recipe, batch_size, progress)
+        metrics, classes, settings = task.eval_predictions(model, val_ds, recipe, batch_size, progress)
         seconds = time.perf_counter() - started
         doc = {"model": str(path), "kind": model.kind, "task": task.name, "list": str(list_path), "images": len(val_ds),
                "encoding": model.meta.get("encoding"), **settings, **metrics, "classes": classes,

@@ -58,7 +58,7 @@ def parse_objectives(text: str | None, default: list[str]) -> list[str]:
 def run(recipe: Recipe, run_dir: RunDir, *, objectives: list[str] | None = None,
         results: Path | None = None) -> ParetoResult:
     """Validate the results and objectives, then write RUN/pareto/pareto.csv and pareto.png."""
-    objectives = list(objectives or recipe.search.objectives)
+    objectives = list(objectives or recipe.search.objectives or ["miou", "macs"])
     source = Path(results) if results is not None else run_dir.require(
         run_dir.file("search", "result.csv"), "search", "--results FILE")
     if not source.is_file():

@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from nascli.algorithms import ALGORITHMS, SPACES, get_algorithm
+from nascli.tasks import TASKS, get_task, task_of
 from nascli.config import Recipe, first_difference, recipe_to_yaml
 from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
@@ -58,10 +59,11 @@ from nascli.zoo.backbones import MobileNetV2Encoder, encoder_state_dict
 
 log = logging.getLogger(__name__)
 
-COLUMNS = ["index", "encoding", "space", "phase", "parent", "status", "mIOU", "flops", "parameters", "input_size",
-           "latency_ms", "latency_runtime", "latency_size", "fwIOU", "mean_acc", "pixel_acc", "reward",
-           "reward_stage1", "stage", "stop_prob", "logp", "repeats", "degenerate", "degenerate_reason", "pred_share",
-           "epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
+# result.csv's columns: these, with the task's metric columns (tasks' `result_columns`, the first after
+# `status`), then anything else a record holds.
+HEAD_COLUMNS = ["index", "encoding", "space", "task", "phase", "parent", "status"]
+COST_COLUMNS = ["flops", "parameters", "input_size", "latency_ms", "latency_runtime", "latency_size"]
+TAIL_COLUMNS = ["epochs", "mode", "train_seconds", "seconds", "mutated_position", "weights", "message"]
 INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "stage"]
 # What a candidate's numbers depend on: a resumed search must match these. The budget, data loader
 # workers and other steps' sections (train, pretrain) may change; threads and device are checked
@@ -109,6 +111,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
     `allow_runtime_change` lets a resume run on other threads or another device than the records were
     made with (its later candidates then differ slightly from an uninterrupted search's)."""
     recipe = resolve_data(recipe)
+    resolve_objectives(recipe)
     device = setup_torch(recipe)
     runtime = {"threads": torch.get_num_threads(), "device": str(device)}
     if "latency" in recipe.search.objectives:
@@ -147,6 +150,19 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
 
 
 RUNTIME_FILE = "runtime.json"
+
+
+def resolve_objectives(recipe: Recipe) -> None:
+    """The search's objectives as given, else the task's metric and MACs; another task's metric is an error."""
+    task = task_of(recipe)
+    s = recipe.search
+    if s.objectives is None:
+        s.objectives = [task.metric, "macs"]
+    others = {get_task(t).metric for t in TASKS} - {task.metric}
+    wrong = [o for o in s.objectives if o in others]
+    if wrong:
+        raise UsageError(f"option --objectives: {wrong[0]} is not a {task.name} metric",
+                         hint=f"use {task.metric}, e.g. --objectives {task.metric},macs")
 
 
 def _check_task(algorithm, recipe: Recipe) -> None:
@@ -351,8 +367,10 @@ def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposa
     result = evaluator.train_and_eval(proposal.encoding, recipe.seed, weights)
     fault_point("search_trained")
     record = {
-        "index": index, "encoding": proposal.encoding, "space": evaluator.space.name, "phase": proposal.phase,
-        "parent": proposal.parent or "", **cost, **result, "epochs": evaluator.cfg.epochs, "mode": recipe.candidate.mode,
+        "index": index, "encoding": proposal.encoding, "space": evaluator.space.name, "task": recipe.task,
+        "phase": proposal.phase,
+        "parent": proposal.parent or "", **cost, **result, "epochs": evaluator.cfg.epochs,
+        "mode": getattr(evaluator, "mode", recipe.candidate.mode),
         "seconds": round(time.perf_counter() - started, 2),
         "weights": str(weights.relative_to(sdir)) if weights.exists() else "",
         **proposal.info,
@@ -416,9 +434,11 @@ def _save_state(path: Path, strategy, told: int) -> None:
 # --- tables -------------------------------------------------------------------------------------------
 def _table(records: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(records)
-    extra = [c for c in df.columns if c not in COLUMNS]
-    df = df.reindex(columns=COLUMNS + extra)
-    for c in INT_COLUMNS:
+    tasks = df["task"].dropna() if "task" in df else []
+    metric, *rest = get_task(str(tasks.iloc[0]) if len(tasks) else None).result_columns
+    columns = HEAD_COLUMNS + [metric] + COST_COLUMNS + rest + TAIL_COLUMNS
+    df = df.reindex(columns=columns + [c for c in df.columns if c not in columns])
+    for c in (c for c in INT_COLUMNS if c in df):
         df[c] = pd.to_numeric(df[c], errors="coerce").round().astype("Int64")
     return df
 
@@ -431,8 +451,9 @@ def _write_tables(sdir: Path, records: list[dict], objectives: list[str]) -> Non
 
 
 def _best(records: list[dict]) -> float | None:
-    """The best mIoU among the candidates that are not degenerate."""
-    ok = [r["mIOU"] for r in records if r.get("status") == "ok" and r.get("mIOU") is not None
+    """The best task metric (mIoU, mAP) among the candidates that are not degenerate."""
+    column = get_task(records[0].get("task") if records else None).column
+    ok = [r[column] for r in records if r.get("status") == "ok" and r.get(column) is not None
           and not r.get("degenerate")]
     return max(ok) if ok else None
 

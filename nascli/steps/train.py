@@ -53,7 +53,7 @@ from nascli.errors import (
 )
 from nascli.rundir import RunDir, atomic_write_text
 from nascli.seeding import derive_seed
-from nascli.algorithms import encoded_model
+from nascli.algorithms import encoded_input_size, encoded_model
 from nascli.spaces.adelaide import AdelaideSpace
 from nascli.spaces.adelaide import EncodingError as CodecError
 from nascli.steps.common import (
@@ -67,7 +67,7 @@ from nascli.steps.common import (
 from nascli.steps.trained import latest_label, model_label, set_latest, train_dir
 from nascli.tasks import task_of
 from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
-from nascli.zoo.registry import NEEDS_ENCODING, OWN_ENCODER, check_name, create_model
+from nascli.zoo.registry import NEEDS_ENCODING, OWN_ENCODER, check_name, create_model, model_task
 
 log = logging.getLogger(__name__)
 
@@ -157,8 +157,12 @@ def resolve_source(recipe: Recipe, run: RunDir, *, model: str | None = None, enc
     given = [f for f, v in (("--model", model), ("--encoding", encoding), ("--pick", pick)) if v is not None]
     if len(given) > 1 and not (given == ["--model", "--encoding"] and model in NEEDS_ENCODING):
         raise UsageError(f"options {' and '.join(given)} both choose the model", hint="give only one of them")
-    if model is not None and model not in NEEDS_ENCODING:
+    if model is not None:
         check_name(model)
+        if model_task(model) != task_of(recipe).name:
+            raise UsageError(f"option --model: {model} is a {model_task(model)} model, the data is for "
+                             f"{task_of(recipe).name}", hint="`nascli models` lists the models of each task")
+    if model is not None and model not in NEEDS_ENCODING:
         return ModelSource(model, {"num_classes": num_classes}, f"zoo model {model}")
     if model in NEEDS_ENCODING and encoding is None:
         raise UsageError(f"--model {model} needs --encoding", hint="or leave --model out to train the search's best")
@@ -270,6 +274,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, model: str | None = None, encoding: 
             _refuse_unfinished(train_dir(run_dir, latest) / "last.pth", run_dir, "")
         source = resolve_source(recipe, run_dir, model=model, encoding=encoding, pick=pick,
                                 num_classes=recipe.data.num_classes)
+        _fit_input_size(recipe, source.name, source.encoding)
         label = model_label(source.name, source.encoding)
         tdir = train_dir(run_dir, label)
         last = tdir / "last.pth"
@@ -311,8 +316,9 @@ def _resumed(recipe: Recipe, run_dir: RunDir, last: Path) -> tuple[ModelSource, 
     if not last.is_file():
         raise RunDirError(f"--resume: {last} not found, nothing to resume",
                           hint=f"run `nascli train -r {run_dir.path}` without --resume")
-    _check_resumable(last.parent / "config.yaml", recipe)
     state = load_checkpoint(last)
+    _fit_input_size(recipe, state.get("model", {}).get("name", ""), state.get("meta", {}).get("encoding"))
+    _check_resumable(last.parent / "config.yaml", recipe)
     if "optimizer" not in state or "epoch" not in state:
         raise CheckpointError(f"{last} is not a resumable training checkpoint (no optimizer state)",
                               hint="start over without --resume")
@@ -320,6 +326,15 @@ def _resumed(recipe: Recipe, run_dir: RunDir, last: Path) -> tuple[ModelSource, 
     source = ModelSource(state["model"]["name"], state["model"]["kwargs"], meta.get("source", str(last)),
                          meta.get("encoding"))
     return source, model_from_checkpoint(state, last), state
+
+
+def _fit_input_size(recipe: Recipe, name: str, encoding: str | None) -> None:
+    """A network whose encoding fixes its input size (efficientdet's compound scaling) trains at that size."""
+    size = encoded_input_size(recipe, name, encoding)
+    if size is not None and tuple(recipe.data.input_size) != size:
+        log.info("input size %dx%d: what %s %s is scaled for (not data.input_size %dx%d)", *size, name, encoding,
+                 *recipe.data.input_size)
+        recipe.data.input_size = size
 
 
 def _refuse_unfinished(last: Path, run_dir: RunDir, flags: str) -> None:
@@ -411,7 +426,7 @@ def _train(recipe: Recipe, run_dir: RunDir, tdir: Path, source: ModelSource, net
         lr = opt.param_groups[0]["lr"]
         net.train()
         loss = train_steps(lambda b: loss_fn(net, b, device), loader, opt, sched,
-                           on_step=_on_step(progress, epoch, cfg.epochs, steps))
+                           on_step=_on_step(progress, epoch, cfg.epochs, steps), clip_norm=task.grad_clip)
         metrics = _evaluate(net, recipe, train_ds, val_ds, epoch, device)
         row = _row(epoch, loss, lr, task.epoch_fields(metrics, recipe.data), task.epoch_metric, history,
                    time.perf_counter() - t0)

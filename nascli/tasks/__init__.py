@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 # name -> "module:class" of its Task subclass
 TASKS = {
     "segmentation": "nascli.tasks.segmentation:SegmentationTask",
+    "detection": "nascli.tasks.detection:DetectionTask",
 }
 _loaded: dict = {}
 
@@ -39,16 +40,10 @@ def task_of(recipe):
 
 
 def infer_task(list_file: Path | None) -> str | None:
-    """'detection' when the list's first sample line names an .xml annotation, 'segmentation' when it names
-    anything else, None when the list cannot tell (missing or empty): the caller keeps its default."""
+    """'detection' when the list's first entry names an .xml annotation, else 'segmentation'; None when
+    there is no list to read (the caller keeps its default)."""
+    from nascli.data.det_check import is_detection_list
+
     if list_file is None or not Path(list_file).is_file():
         return None
-    try:
-        lines = Path(list_file).read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError):
-        return None  # the list's own check reports it with its line
-    for line in lines:
-        parts = line.split("#", 1)[0].split()
-        if len(parts) >= 2:
-            return "detection" if parts[-1].lower().endswith(".xml") else "segmentation"
-    return None
+    return "detection" if is_detection_list(Path(list_file)) else "segmentation"

@@ -25,6 +25,10 @@ class SegmentationTask:
     list_line = "IMAGE MASK"
     epoch_metric = "val_miou"  # the metrics.csv column `train` keeps its best epoch by
     epoch_columns = ["val_miou", "val_fwiou", "val_pixel_acc", "val_mean_acc", "degenerate", "val_pred_share"]
+    # result.csv's metric columns (the Fast-NAS ones only fill for fast-nas; empty columns keep one layout)
+    result_columns = ["mIOU", "fwIOU", "mean_acc", "pixel_acc", "reward", "reward_stage1", "stage", "stop_prob", "logp",
+                      "repeats", "degenerate", "degenerate_reason", "pred_share"]
+    grad_clip = None  # no clipping: what every segmentation result so far was trained with
 
     # --- data ----------------------------------------------------------------------------------------
     def validate_lists(self, recipe, *, train: bool = True, val: bool = True) -> None:
@@ -70,14 +74,15 @@ class SegmentationTask:
 
         return evaluate_model(net, val_ds, recipe.data.num_classes, recipe.data.ignore_index, batch_size, device)
 
-    def eval_predictions(self, predict: Callable[[torch.Tensor], torch.Tensor], val_ds, recipe, batch_size: int,
+    def eval_predictions(self, model, val_ds, recipe, batch_size: int,
                          progress: Callable[[dict], None] | None = None) -> tuple[dict, list[dict], dict]:
-        """(summary metrics, one row per class, the settings they depend on) of `predict` (a normalised NCHW
-        batch to logits) over `val_ds`: `eval`'s numbers, for a checkpoint or an ONNX file alike."""
+        """(summary metrics, one row per class, the settings they depend on) of a loaded model (its
+        `predict`: a normalised NCHW batch to logits) over `val_ds`: `eval`'s numbers, for a checkpoint or an
+        ONNX file alike."""
         from nascli.steps.eval import confusion, report
 
         d = recipe.data
-        cm = confusion(predict, val_ds, d.num_classes, d.ignore_index, batch_size, progress)
+        cm = confusion(model.predict, val_ds, d.num_classes, d.ignore_index, batch_size, progress)
         metrics, classes = report(cm, d.class_names, d.degenerate_share)
         return metrics, classes, {"ignore_index": d.ignore_index, "eval_scale": d.eval_scale}
 

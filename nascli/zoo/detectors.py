@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -124,8 +124,11 @@ class Detector(nn.Module):
             self.center_sampling_radius = 1.5
             self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
             self.raw_names = ("cls_logits", "bbox_regression", "bbox_ctrness")
-        self.head.classification_head.conv = _tower(width, head_depth)
-        self.head.regression_head.conv = _tower(width, head_depth)
+        for part in (self.head.classification_head, self.head.regression_head):
+            part.conv = _tower(width, head_depth)
+            # torchvision's RetinaNet heads rename `conv.{2i}.*` keys of "version 1" state dicts on load, and a
+            # state dict saved as a plain dict has no version: our towers' keys must load as they are.
+            part._load_from_state_dict = MethodType(nn.Module._load_from_state_dict, part)
         self._anchors: dict[tuple[int, int], list[torch.Tensor]] = {}
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:

@@ -31,9 +31,14 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 # Detection models: `forward(images)` returns raw head outputs, not segmentation logits.
 DETECTION_MODELS = {"mobilenetv2_fpn", "mobilenetv2_bifpn", "efficientdet", "ssdlite320_mobilenet_v3_large"}
 # Models that need an encoding (a searched architecture) to be built.
-NEEDS_ENCODING = {"adelaide", "proxyless"}
+NEEDS_ENCODING = {"adelaide", "proxyless", "efficientdet"}
 # Models built on nascli's MobileNetV2 encoder: pretrained encoder weights and the feature cache apply.
 OWN_ENCODER = {"adelaide", "mobilenetv2_lraspp", "mobilenetv2_fpn", "mobilenetv2_bifpn", "efficientdet"}
+
+
+def model_task(name: str) -> str:
+    """The task a registered model predicts for (nascli.tasks)."""
+    return "detection" if name in DETECTION_MODELS else "segmentation"
 
 
 def check_name(name: str) -> str:
