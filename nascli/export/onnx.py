@@ -33,19 +33,22 @@ EXPORTER = "torch.onnx.export(dynamo=False) (TorchScript exporter)"
 
 @torch.no_grad()
 def export_bytes(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1, opset: int = DEFAULT_OPSET,
-                 dynamic: bool = False) -> bytes:
+                 dynamic: bool = False, outputs: dict[str, dict[int, str]] | None = None) -> bytes:
     """The serialized ONNX model of `model` (eval mode, on the CPU) for NCHW float inputs.
 
-    Static shapes are (batch, 3, H, W); `dynamic` makes batch, height and width symbolic.
+    Static shapes are (batch, 3, H, W); `dynamic` makes batch, height and width symbolic. `outputs` names
+    the graph's outputs in the order the model returns them, each with its symbolic axes (default: one
+    `logits` output, N x C x H x W); a model returning a dict of tensors emits them in the dict's order.
     """
     model = model.cpu().eval()
     x = torch.zeros(batch, 3, *input_size)
-    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    outputs = outputs or {OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}}
+    axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"}, **outputs}
     buf = io.BytesIO()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.onnx.export(model, (x,), buf, dynamo=False, opset_version=opset, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], dynamic_axes=axes if dynamic else None,
+                          output_names=list(outputs), dynamic_axes=axes if dynamic else None,
                           do_constant_folding=True)
     for w in caught:
         log.debug("onnx exporter: %s", str(w.message).splitlines()[0])

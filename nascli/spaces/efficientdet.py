@@ -99,6 +99,7 @@ class EfficientDetSpace:
         self.depth_steps = tuple(sorted({float(d) for d in (*depth_steps, DEFAULT_DEPTH_STEP)}))
         self.res_steps = tuple(sorted({int(r) for r in (*(res_steps or (res_step // 2, res_step)), res_step)}))
         self.default = Scaling(0, DEFAULT_WIDTH_RATIO, DEFAULT_DEPTH_STEP, res_step)
+        self._canonical = self._spellings()
 
     def __repr__(self) -> str:
         return (f"EfficientDetSpace(phi 0..{self.max_phi}, w {self.width_ratios}, d {self.depth_steps}, "
@@ -153,15 +154,22 @@ class EfficientDetSpace:
         return PART_SEP.join(parts)
 
     def canonical(self, text: str) -> str:
-        """The dedup key: overrides that leave the network as the default ratios make it are dropped."""
-        s = self.parse(text)
-        base = self.scaled(replace(self.default, phi=s.phi))
-        target = self.scaled(s)
-        kept = replace(self.default, phi=s.phi,
-                       width_ratio=s.width_ratio if target.width != base.width else DEFAULT_WIDTH_RATIO,
-                       depth_step=s.depth_step if target.neck_repeats != base.neck_repeats else DEFAULT_DEPTH_STEP,
-                       res_step=s.res_step if target.input_size != base.input_size else self.res_step)
-        return self.format(kept)
+        """The dedup key: the preferred spelling of the network `text` builds (lowest phi, then fewest
+        overrides), so overrides that change nothing are dropped and two spellings of one network agree."""
+        return self._canonical[self.scaled(self.parse(text))]
+
+    def _spellings(self) -> dict[Scaled, str]:
+        combos = [Scaling(phi, w, d, r) for phi in range(self.max_phi + 1) for w in self.width_ratios
+                  for d in self.depth_steps for r in self.res_steps]
+
+        def preference(s: Scaling) -> tuple:
+            overrides = (s.width_ratio != DEFAULT_WIDTH_RATIO, s.depth_step != DEFAULT_DEPTH_STEP, s.res_step != self.res_step)
+            return (s.phi, sum(overrides), overrides[::-1])
+
+        out: dict[Scaled, str] = {}
+        for s in sorted(combos, key=preference):
+            out.setdefault(self.scaled(s), self.format(s))
+        return out
 
     # --- scaling -> sizes -----------------------------------------------------------------------------
     def scaled(self, s: Scaling | str) -> Scaled:
@@ -171,13 +179,7 @@ class EfficientDetSpace:
 
     def enumerate(self) -> list[str]:
         """Every distinct network of the space, as canonical encodings (small: tens)."""
-        seen: dict[str, None] = {}
-        for phi in range(self.max_phi + 1):
-            for w in self.width_ratios:
-                for d in self.depth_steps:
-                    for r in self.res_steps:
-                        seen[self.canonical(self.format(Scaling(phi, w, d, r)))] = None
-        return list(seen)
+        return sorted(self._canonical.values(), key=lambda c: (self.parse(c).phi, c.count(PART_SEP), c))
 
     # --- search moves ----------------------------------------------------------------------------------
     def sample(self, rng: random.Random) -> str:
