@@ -66,7 +66,9 @@ def export(
     else:
         console.print_table([{"onnx": r["onnx"], "opset": r["opset"], "input": "x".join(map(str, r["input_size"]))
                               + (" (dynamic)" if r["dynamic"] else ""), "max |diff|": r["max_abs_diff"],
-                              "tolerance": r["tolerance"], "argmax agree": r["argmax_agreement"],
+                              "tolerance": r["tolerance"],
+                              **({"argmax agree": r["argmax_agreement"]} if "argmax_agreement" in r else {}),
+                              **({"detections match": r["detections_match"]} if "detections_match" in r else {}),
                               "MB": round(r["bytes"] / 2**20, 2)}], title="ONNX export (onnx.checker ok)")
         if "int8" in r:
             i = r["int8"]

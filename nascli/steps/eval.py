@@ -111,8 +111,12 @@ def load_onnx(path: Path, threads: int | None = None) -> LoadedModel:
         meta["num_classes"] = channels
     fixed = static_input_size(sess)
     warned: list[tuple] = []
+    names = [o.name for o in sess.get_outputs()]
 
-    def predict(x: torch.Tensor) -> torch.Tensor:
+    def predict(x: torch.Tensor) -> torch.Tensor | dict[str, torch.Tensor]:
+        if len(names) > 1:  # a detector's raw outputs, by name; its images come at its input size
+            runs = [sess.run(None, {INPUT_NAME: img[None].numpy()}) for img in x]
+            return {n: torch.cat([torch.from_numpy(r[i]) for r in runs]) for i, n in enumerate(names)}
         outs = []
         for img in x:  # one image a run: a fixed-shape model takes batch 1
             img = img[None]
@@ -155,6 +159,8 @@ def _fit_data(recipe: Recipe, meta: dict[str, Any], list_file: Path | None, mode
         d.class_names = None  # the data's names do not fit this model: ids only
     d.num_classes = nc
     use_model_normalisation(d, meta)
+    if meta.get("task") == "detection" and meta.get("input_size"):
+        d.input_size = tuple(meta["input_size"])  # a detector sees every image resized to its input size
     if meta.get("ignore_index") is not None and recipe.data.ignore_index != meta["ignore_index"]:
         log.info("ignore value %d (the data's), the model was trained with %d", d.ignore_index, meta["ignore_index"])
     return resolve_data(recipe, train=False, val=True)

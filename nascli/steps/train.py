@@ -241,7 +241,7 @@ def meta_for(recipe: Recipe, source: ModelSource) -> dict[str, Any]:
     d = recipe.data
     return {"num_classes": d.num_classes, "class_names": d.class_names, "mean": list(d.mean), "std": list(d.std),
             "input_size": list(d.input_size), "ignore_index": d.ignore_index, "encoding": source.encoding,
-            "source": source.origin}
+            "source": source.origin, "task": recipe.task}
 
 
 # --- entry point -----------------------------------------------------------------------------------------

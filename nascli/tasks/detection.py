@@ -128,6 +128,30 @@ class DetectionTask:
                     "AP large": _shown(m["map_large"]), "AR@100": _shown(m["mar_100"])}]
         return rows, summary
 
+    # --- export ------------------------------------------------------------------------------------------
+    output_format = ("raw head outputs (cls_logits [N, A, C], bbox_regression [N, A, 4], FCOS's bbox_ctrness): "
+                     "boxes = nascli.zoo.detectors.decode_detections(model, outputs, input size, **decode)")
+
+    @staticmethod
+    def export_bytes(model, size, *, opset: int, dynamic: bool) -> bytes:
+        from nascli.export.det_onnx import export_detector_bytes
+
+        return export_detector_bytes(model, size, opset=opset, dynamic=dynamic)
+
+    @staticmethod
+    def compare(model, sess, x, recipe) -> dict:
+        """Raw outputs (largest difference over them: the tolerance's number) and decoded detections."""
+        from nascli.export.det_onnx import compare_detector
+
+        c = compare_detector(model, sess, x, **decode_settings(recipe))
+        return {**c, "max_abs_diff": max(c["max_abs_diff"].values()), "raw_max_abs_diff": c["max_abs_diff"]}
+
+    @staticmethod
+    def checks_summary(checks: list[dict]) -> tuple[dict, bool]:
+        """Raw outputs within the tolerance is not enough: the decoded boxes must agree too."""
+        match = all(c["detections_match"] for c in checks)
+        return {"detections_match": match}, match
+
     def epoch_fields(self, metrics: dict, data) -> dict:
         return {"val_map": round(metrics["map"], 6), "val_map_50": round(metrics["map_50"], 6),
                 "val_map_75": round(metrics["map_75"], 6), "val_mar_100": round(metrics["mar_100"], 6)}

@@ -97,6 +97,28 @@ class SegmentationTask:
                     "absent (excluded)": ", ".join(m["absent_classes"]) or "-"}]
         return rows, summary
 
+    # --- export ------------------------------------------------------------------------------------------
+    output_format = "NCHW float32 logits at the input size; argmax over C is the class id"
+
+    @staticmethod
+    def export_bytes(model, size, *, opset: int, dynamic: bool) -> bytes:
+        from nascli.export.onnx import export_bytes
+
+        return export_bytes(model, size, opset=opset, dynamic=dynamic)
+
+    @staticmethod
+    def compare(model, sess, x, recipe) -> dict:
+        """PyTorch vs ONNX Runtime on `x`: `max_abs_diff` (the tolerance's number) and what else tells."""
+        from nascli.export.onnx import compare
+
+        return compare(model, sess, x)
+
+    @staticmethod
+    def checks_summary(checks: list[dict]) -> tuple[dict, bool]:
+        """(export.json's summary of the checks, whether they pass beyond the tolerance): the argmax agreement
+        is reported; the tolerance on the logits is the test."""
+        return {"argmax_agreement": min(c["argmax_agreement"] for c in checks)}, True
+
     def epoch_fields(self, metrics: dict, data) -> dict:
         """metrics.csv's validation columns of one epoch."""
         why = degeneracy(metrics, data.class_names, data.degenerate_share)

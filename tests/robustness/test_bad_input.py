@@ -105,7 +105,7 @@ CASES = [
     pytest.param(Case(lambda a: ["search", "-r", a.run, *a.inputs(), "--random-samples", "-3"], 3,
                       ("option --random-samples", "greater than or equal to 0", "-3")), id="option-negative-budget"),
     pytest.param(Case(lambda a: ["search", "-r", a.run, *a.inputs(), "--algo", "darts"], 3,
-                      ("option --algo", "'adelaide-ea', 'random', 'fast-nas' or 'proxyless'", "'darts'")),
+                      ("option --algo", "'adelaide-ea', 'random', 'fast-nas', 'proxyless' or 'efficientdet'", "'darts'")),
                  id="option-unknown-algorithm"),
     pytest.param(Case(lambda a: ["search", "-r", a.run, *a.inputs(recipe="unknown_op.yml")], 3,
                       ("unknown_op.yml: space.op_names", "unknown op 'sepconv_3x3'", "did you mean 'sep_conv_3x3'")),
