@@ -194,6 +194,7 @@ class DetectionConfig(_Section):
     nms_thresh: float = Field(0.5, gt=0, le=1)  # IoU over which class-wise NMS drops the lower-scored box
     detections_per_img: int = Field(100, ge=1)  # COCO's maxDets
     topk_candidates: int = Field(1000, ge=1)  # best-scored boxes kept per pyramid level before NMS
+    show_thresh: float = Field(0.3, ge=0, le=1)  # `predict` draws and lists the boxes scoring at least this
 
 
 class Recipe(_Section):

@@ -153,3 +153,9 @@ def test_a_zoo_model_of_the_other_task_is_refused(tmp_path, det_data, det_recipe
     r = run_cli("train", "-r", tmp_path / "run", "--recipe", det_recipe, *flags(det_data),
                 "--model", "lraspp_mobilenet_v3_large")
     assert r.code != 0 and "is a segmentation model, the data is for detection" in r.stderr
+
+
+def test_dense_pretraining_on_detection_data_is_refused_with_the_alternatives(tmp_path, det_data, run_cli):
+    r = run_cli("pretrain-backbone", "-r", tmp_path / "run", *flags(det_data))
+    assert r.code != 0 and "internal error" not in r.stderr
+    assert "--imagefolder" in r.stderr and "--weights" in r.stderr

@@ -54,22 +54,25 @@ def predict(
     if json_out:
         console.print_json({
             "run_dir": str(result.run_dir), "model": str(result.model.path), "kind": result.model.kind,
-            "source": str(result.source), "out_dir": str(result.out_dir), "legend": str(result.legend),
-            "predictions_csv": str(result.table), "seconds": round(result.seconds, 2),
-            "images": [{"source": str(p.source), "mask": str(p.mask), "overlay": str(p.overlay),
+            "task": result.task, "source": str(result.source), "out_dir": str(result.out_dir),
+            **{kind: str(p) for kind, p in result.files.items()}, "seconds": round(result.seconds, 2),
+            "images": [{"source": str(p.source), **{k: str(f) for k, f in p.files.items()},
                         "height": p.size[0], "width": p.size[1]} for p in result.predictions],
             "skipped": [{"file": str(f), "why": why} for f, why in result.skipped],
         })
     else:
-        rows = [{"image": p.source.name, "size": f"{p.size[0]}x{p.size[1]}", "mask": p.mask.name,
-                 "overlay": p.overlay.name} for p in result.predictions[:20]]
+        rows = [{"image": p.source.name, "size": f"{p.size[0]}x{p.size[1]}", **{k: f.name for k, f in p.files.items()},
+                 **({"boxes shown": sum(p.counts)} if result.task == "detection" else {})}
+                for p in result.predictions[:20]]
         more = len(result.predictions) - len(rows)
         console.print_table(rows, title=f"{result.model.path} ({result.model.kind})"
                                         + (f", first 20 of {len(result.predictions)} images" if more > 0 else ""))
     skipped = f"; {len(result.skipped)} files skipped (see the warnings)" if result.skipped else ""
-    console.say(f"wrote {len(result.predictions)} masks and overlays, legend.png and predictions.csv to "
-                f"{result.out_dir}{skipped} ({result.seconds:.1f} s)")
-    console.next_step(f"open {result.out_dir}/*_overlay.png   or score the model: nascli eval -r {result.run_dir}")
+    what = ("images with their boxes drawn" if result.task == "detection" else "masks and overlays")
+    extra = ", ".join(p.name for p in result.files.values())
+    console.say(f"wrote {len(result.predictions)} {what}, {extra} to {result.out_dir}{skipped} ({result.seconds:.1f} s)")
+    pattern = "*_boxes.png" if result.task == "detection" else "*_overlay.png"
+    console.next_step(f"open {result.out_dir}/{pattern}   or score the model: nascli eval -r {result.run_dir}")
 
 
 class PredictProgress(console.LiveBar):

@@ -50,10 +50,9 @@ OVERLAY_ALPHA = 0.5  # share of the class colour in an overlay pixel
 @dataclass
 class Prediction:
     source: Path
-    mask: Path
-    overlay: Path
     size: tuple[int, int]  # H, W
-    pixels: list[int]  # per class id
+    files: dict[str, Path]  # what was written for the image, by kind: mask and overlay, or boxes
+    counts: list[int]  # per class id: pixels (segmentation) or boxes shown (detection)
 
 
 @dataclass
@@ -65,9 +64,9 @@ class PredictResult:
     out_dir: Path
     predictions: list[Prediction]
     skipped: list[tuple[Path, str]]
-    legend: Path
-    table: Path
+    files: dict[str, Path]  # the run's own files by kind: legend and predictions.csv, or detections.json/.csv
     seconds: float
+    task: str = "segmentation"
 
 
 # --- sources -----------------------------------------------------------------------------------------
@@ -185,16 +184,14 @@ def run(recipe: Recipe, run_dir: RunDir, source: Path, *, checkpoint: Path | Non
     path = Path(checkpoint) if checkpoint is not None else default_model(run_dir, onnx)
     model = load_model(path, device, recipe.threads)
     found = find_images(Path(source), recipe.data.data_root)
-    num_classes = int(model.meta["num_classes"])
-    names = _class_names(model.meta, recipe, num_classes)
-    transform = eval_transform(_model_data(recipe, model.meta))
-    colours = palette(num_classes)
+    task = model_task_of(model)
+    writer = writer_class(task)(model, recipe)
     name = result_name(run_dir, path, model.kind, Path(source))
     out = run_dir.sub("predict") / name
     progress = progress or (lambda event: None)
     started = time.perf_counter()
     predictions: list[Prediction] = []
-    with run_dir.step("predict", interrupted="prediction interrupted; the masks written so far are kept",
+    with run_dir.step("predict", interrupted="prediction interrupted; the images written so far are kept",
                       model=str(path), source=str(source)) as done:
         for i, (image_path, stem) in enumerate(zip(found.images, _unique_stems(found.images))):
             progress({"event": "images", "done": i, "total": len(found.images)})
@@ -206,19 +203,50 @@ def run(recipe: Recipe, run_dir: RunDir, source: Path, *, checkpoint: Path | Non
                 found.skipped.append((image_path, e.message))
                 log.warning("skipped %s", e.message)
                 continue
-            mask = predict_mask(model.predict, transform, image)
-            predictions.append(_write(out, stem, image_path, image, mask, colours, num_classes))
+            predictions.append(writer(out, stem, image_path, image))
         progress({"event": "images", "done": len(found.images), "total": len(found.images)})
         if not predictions:
             raise DataError(f"SOURCE {source}: none of its {len(found.images)} images could be read",
                             hint="the files are truncated or damaged: re-export them")
-        legend = out / "legend.png"
-        _write_png(legend, legend_image(names, colours))
-        table = out / "predictions.csv"
-        atomic_write_text(table, _csv(predictions, names))
+        files = writer.finish(out, predictions)
         done.update(model=str(path), images=len(predictions), skipped=len(found.skipped), out=str(out))
-    return PredictResult(run_dir.path, name, model, Path(source), out, predictions, found.skipped, legend, table,
-                         time.perf_counter() - started)
+    return PredictResult(run_dir.path, name, model, Path(source), out, predictions, found.skipped, files,
+                         time.perf_counter() - started, task)
+
+
+def model_task_of(model: LoadedModel) -> str:
+    """The task a loaded model predicts for: its metadata's, else its registry entry's (older checkpoints)."""
+    from nascli.zoo.registry import model_task
+
+    return model.meta.get("task") or model_task(model.spec.get("name") or model.meta.get("model") or "")
+
+
+def writer_class(task: str):
+    """What writes a task's predictions (one row per task)."""
+    from nascli.steps.predict_boxes import BoxWriter
+
+    return {"segmentation": MaskWriter, "detection": BoxWriter}[task]
+
+
+class MaskWriter:
+    """Segmentation: a class-id mask and a colour overlay per image; legend.png and predictions.csv per run."""
+
+    def __init__(self, model: LoadedModel, recipe: Recipe):
+        self.model = model
+        self.num_classes = int(model.meta["num_classes"])
+        self.names = class_names(model.meta, recipe, self.num_classes)
+        self.transform = eval_transform(_model_data(recipe, model.meta))
+        self.colours = palette(self.num_classes)
+
+    def __call__(self, out: Path, stem: str, source: Path, image: np.ndarray) -> Prediction:
+        mask = predict_mask(self.model.predict, self.transform, image)
+        return _write(out, stem, source, image, mask, self.colours, self.num_classes)
+
+    def finish(self, out: Path, predictions: list[Prediction]) -> dict[str, Path]:
+        legend, table = out / "legend.png", out / "predictions.csv"
+        write_png(legend, legend_image(self.names, self.colours))
+        atomic_write_text(table, _csv(predictions, self.names))
+        return {"legend": legend, "table": table}
 
 
 @torch.no_grad()
@@ -239,7 +267,7 @@ def _model_data(recipe: Recipe, meta: dict[str, Any]) -> DataConfig:
     return d
 
 
-def _class_names(meta: dict[str, Any], recipe: Recipe, num_classes: int) -> list[str]:
+def class_names(meta: dict[str, Any], recipe: Recipe, num_classes: int) -> list[str]:
     for names in (meta.get("class_names"), recipe.data.class_names):
         if names and len(names) == num_classes:
             return [str(n) for n in names]
@@ -269,13 +297,14 @@ def _write(out: Path, stem: str, source: Path, image: np.ndarray, mask: np.ndarr
     blended = (1 - OVERLAY_ALPHA) * image.astype(np.float32) + OVERLAY_ALPHA * colours[mask].astype(np.float32)
     overlay = Image.fromarray(np.clip(blended + 0.5, 0, 255).astype(np.uint8), mode="RGB")
     mask_path, overlay_path = out / f"{stem}_mask.png", out / f"{stem}_overlay.png"
-    _write_png(mask_path, mask_img)
-    _write_png(overlay_path, overlay)
+    write_png(mask_path, mask_img)
+    write_png(overlay_path, overlay)
     pixels = np.bincount(mask.reshape(-1), minlength=num_classes).tolist()
-    return Prediction(source, mask_path, overlay_path, (int(mask.shape[0]), int(mask.shape[1])), pixels)
+    return Prediction(source, (int(mask.shape[0]), int(mask.shape[1])), {"mask": mask_path, "overlay": overlay_path},
+                      pixels)
 
 
-def _write_png(path: Path, img: Image.Image) -> None:
+def write_png(path: Path, img: Image.Image) -> None:
     buf = io.BytesIO()
     img.save(buf, format="PNG")
     atomic_write(path, lambda f: f.write(buf.getbuffer()))
@@ -286,5 +315,5 @@ def _csv(predictions: list[Prediction], names: list[str]) -> str:
     writer = csv.writer(buf)
     writer.writerow(["source", "mask", "overlay", "height", "width", *[f"pixels_{n}" for n in names]])
     for p in predictions:
-        writer.writerow([str(p.source), p.mask.name, p.overlay.name, p.size[0], p.size[1], *p.pixels])
+        writer.writerow([str(p.source), p.files["mask"].name, p.files["overlay"].name, p.size[0], p.size[1], *p.counts])
     return buf.getvalue()

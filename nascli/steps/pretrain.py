@@ -91,6 +91,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, weights: Path | None = None, imagefo
             resolve_data(recipe)
         return _write(run_dir, recipe, "imagefolder", lambda: _train_classifier(recipe, folder, device, progress))
     recipe = resolve_data(recipe)
+    if recipe.task != "segmentation":  # dense pretraining learns per-pixel classes: it needs masks
+        raise UsageError(f"pretrain-backbone trains the encoder densely on segmentation masks; the data is for "
+                         f"{recipe.task}", hint="pretrain from classification data (--imagefolder DIR) or import "
+                                               "torchvision MobileNetV2 weights (--weights FILE)")
     validate_lists(recipe)
     return _write(run_dir, recipe, "dense", lambda: _train_dense(recipe, device, progress))
 
