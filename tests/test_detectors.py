@@ -165,3 +165,16 @@ def test_count_macs_works_on_dict_outputs():
 
     assert count_macs(_build("mobilenetv2_fpn"), (64, 64)) > 0
     assert np.isfinite(count_macs(_build("ssdlite320_mobilenet_v3_large"), (64, 64)))
+
+
+@pytest.mark.parametrize("name", sorted(DETECTION_MODELS))
+def test_state_dict_round_trips_through_weights_only_load(name, tmp_path):
+    """A checkpoint rebuilds the model from (name, kwargs) and loads its weights with weights_only=True."""
+    model = _build(name, seed=1).eval()
+    path = tmp_path / "w.pth"
+    torch.save(model.state_dict(), path)
+    fresh = _build(name, seed=2).eval()
+    fresh.load_state_dict(torch.load(path, weights_only=True))
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(model(x)["bbox_regression"], fresh(x)["bbox_regression"])

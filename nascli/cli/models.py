@@ -16,8 +16,8 @@ DESCRIPTIONS = {
     "mobilenetv2_lraspp": "LR-ASPP head on our MobileNetV2",
     "proxyless": "searched chain backbone + ASPP + additive decoder (cost depends on --encoding)",
     "mobilenetv2_fpn": "detection: our MobileNetV2 + FPN + RetinaNet head",
-    "mobilenetv2_bifpn": "detection: our MobileNetV2 + BiFPN (EfficientDet-D0 sizes) + RetinaNet head",
-    "efficientdet": "detection: our MobileNetV2 + compound-scaled BiFPN (sizes from --encoding phiN)",
+    "mobilenetv2_bifpn": "detection: our MobileNetV2 + BiFPN (D0 sizes) + RetinaNet head",
+    "efficientdet": "detection: compound-scaled BiFPN detector (phi0 sizes by default)",
     "ssdlite320_mobilenet_v3_large": "detection: torchvision SSDlite320 MobileNetV3-L",
 }
 

@@ -85,7 +85,11 @@ def _num(v: float) -> str:
 
 
 class EfficientDetSpace:
-    """phi in 0..max_phi and the ratio choices: parse/format/validate, sample, mutate, canonical."""
+    """phi in 0..max_phi and the ratio choices: parse/format/validate, sample, mutate, canonical.
+
+    The paper's ratios (w 1.35, d 1, r `res_step`) are always among the choices; empty choice lists
+    leave phi as the only searched number.
+    """
 
     name = "efficientdet"
 
@@ -97,7 +101,8 @@ class EfficientDetSpace:
         self.max_phi, self.base_width, self.base_size, self.res_step = max_phi, base_width, base_size, res_step
         self.width_ratios = tuple(sorted({float(w) for w in (*width_ratios, DEFAULT_WIDTH_RATIO)}))
         self.depth_steps = tuple(sorted({float(d) for d in (*depth_steps, DEFAULT_DEPTH_STEP)}))
-        self.res_steps = tuple(sorted({int(r) for r in (*(res_steps or (res_step // 2, res_step)), res_step)}))
+        steps = res_steps if res_steps is not None else (res_step // 2, res_step)
+        self.res_steps = tuple(sorted({int(r) for r in (*steps, res_step)}))
         self.default = Scaling(0, DEFAULT_WIDTH_RATIO, DEFAULT_DEPTH_STEP, res_step)
         self._canonical = self._spellings()
 

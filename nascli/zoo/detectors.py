@@ -19,13 +19,14 @@ Anchors depend only on the input size (`anchors(image_size)`, cached): pyramid l
 `necks.level_sizes` (every stride-2 step rounds up), not from running the network.
 
 Which head by default: RetinaNet. One training step, MobileNetV2 + 64-channel FPN, 256x256, batch 4,
-1 thread, the same 4-conv GroupNorm tower in both heads (`bench/det_step.py`; figures in BENCHMARKS.md,
-measured on a shared 2-core machine at load 3-4): the two cost the same within noise (FCOS over
-RetinaNet 0.93-1.02 across runs; 0.74 s vs 0.78 s median in one). SPEC 3.6's 3-4x gap between
-torchvision's FCOS and RetinaNet comes from their default towers (FCOS has GroupNorm, RetinaNet v1 has
-none), not from the heads. With speed no argument, RetinaNet's anchors, focal loss and box coder are
-EfficientDet's own head, so the compound-scaling search scales the detector the paper describes.
-FCOS stays selectable (`head="fcos"`).
+1 thread, the same 4-conv GroupNorm tower in both heads (`bench/det_step.py`, BENCHMARKS.md; a shared
+2-core machine at load 3-7, so upper bounds): the two cost the same within noise (FCOS over RetinaNet
+0.93-1.02 across three runs; 0.90 s vs 0.87 s median in the recorded one), and torchvision's FCOS
+against torchvision's RetinaNet with its default, unnormalised head was 1.03. SPEC 3.6's 3-4x gap was
+not reproduced; torchvision's transform upsizing to its default min_size=800 would explain it (an FCOS
+step on 320x320 inputs: 5.7 s at the default, 0.97 s with min_size=320, one-off), unconfirmed. With
+speed no argument, RetinaNet's anchors, focal loss and box coder are EfficientDet's own head, so the
+compound-scaling search scales the detector the paper describes. FCOS stays selectable (`head="fcos"`).
 
 SSDlite (`ssdlite320_mobilenet_v3_large`, Liu et al. SSD 2016 / Howard et al. MobileNetV3 2019):
 torchvision's model with `weights=None, weights_backbone=None`, its backbone, head, default boxes, box
