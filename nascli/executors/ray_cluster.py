@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 import uuid
 from pathlib import Path
 
@@ -127,11 +128,12 @@ class RayExecutor:
         self._job: list = []
         if address not in (None, "auto"):
             check_listening(address)  # before importing Ray: the cheap check first
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        if address is None:
-            # A local cluster on loopback only: Ray binds the node's public address unless this says "no cluster";
-            # read when Ray is imported, so it is set first.
-            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        if "ray" not in sys.modules:  # both are read when Ray is imported: too late once it is
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            if address is None:
+                # A local cluster on loopback only: Ray binds the node's public address unless this says "no
+                # cluster" (its switch for single-node Windows/macOS, which is what a local cluster is).
+                os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         self.ray = import_ray()
 
     def _connect(self) -> None:
