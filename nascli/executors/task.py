@@ -8,7 +8,6 @@ the shared encoder is the one the driver's copy would hold) and returns the weig
 
 from __future__ import annotations
 
-import os
 import shutil
 import tempfile
 import time
@@ -74,7 +73,3 @@ class WorkerHost:
 
     def close(self) -> None:
         shutil.rmtree(self.scratch, ignore_errors=True)
-
-
-def worker_label() -> str:
-    return f"{os.uname().nodename}:{os.getpid()}"
