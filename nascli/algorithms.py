@@ -15,7 +15,9 @@ A row's parts:
 - `section`: the recipe section holding the algorithm's own settings (None: only the shared ones);
 - `check(recipe)`: fail-fast checks run before the run directory is locked (None: nothing to check);
 - `shared_encoder`: the search prepares nascli's MobileNetV2 encoder (`pretrain-backbone` applies) and
-  passes it to the evaluator as `encoder_state`/`encoder_file`.
+  passes it to the evaluator as `encoder_state`/`encoder_file`;
+- `serial_only`: why the algorithm refuses `--parallel K` > 1 and the process/ray executors (None: it
+  takes them; its evaluator is then pickled to the workers, nascli.executors).
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Algorithm:
     section: str | None = None
     check: Callable[[Any], None] | None = None
     shared_encoder: bool = True
+    serial_only: str | None = None
 
 
 # --- the Adelaide decoder space (SPEC 3.1, 3.2) ------------------------------------------------------
@@ -186,7 +189,9 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
               section="fast_nas", check=_check_teacher),
     Algorithm("proxyless", "segmentation", "one-shot latency-aware chain-backbone search (binary gates, "
               "latency lookup table)", "proxyless", _proxyless_strategy, _supernet_evaluator,
-              _proxyless_budget, section="proxyless", shared_encoder=False),
+              _proxyless_budget, section="proxyless", shared_encoder=False,
+              serial_only="it is one-shot: the supernet trains once, in this process, and each subnet is then "
+                          "scored from the supernet's weights in seconds, so there is nothing to spread over workers"),
     Algorithm("efficientdet", "detection", "EfficientDet compound scaling (phi and the width/depth/resolution "
               "ratios) of a BiFPN detector: random phase, then mutations of Pareto-front parents", "efficientdet",
               _adelaide_ea, _detection_evaluator, _two_phase_budget, section="efficientdet", shared_encoder=False),

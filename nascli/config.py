@@ -134,6 +134,9 @@ class SearchConfig(_Section):
     max_params: Optional[int] = Field(None, gt=0)
     max_latency_ms: Optional[float] = Field(None, gt=0)
     max_retries: int = Field(50, ge=1)  # rejected or duplicate proposals per candidate before giving up
+    # K, candidates in flight (--parallel): the records depend on it (proposal i+K-1 is asked before record i is
+    # told), so a resume must keep it; where they run (--executor, --workers) does not change them.
+    parallel: int = Field(1, ge=1)
     measure_latency: bool = False
     latency_threads: int = Field(2, ge=1)
     # What the search's latency means: eager PyTorch, or the exported model in ONNX Runtime (what `profile`

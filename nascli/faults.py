@@ -11,6 +11,9 @@ yet rewritten), `atomic_write:FILENAME` (the temporary file of FILENAME written 
 renamed over the target), `supernet_step` / `supernet_arch_step` (a proxyless supernet's weight / architecture
 step done, its checkpoint maybe not yet written). A NAME may itself contain ':'; a trailing ':digits' is the count.
 
+    NASCLI_KILL_ONCE=FILE    ... and only in the first process to get there (it creates FILE): a worker
+                             started again after the kill gets past the point (tests of worker loss)
+
 Not a user feature: without the variable a point costs one dict lookup. The variable is read once, at
 import, so a process decides at start whether (and where) it dies.
 """
@@ -21,6 +24,7 @@ import os
 import signal
 
 ENV = "NASCLI_KILL_AT"
+ONCE_ENV = "NASCLI_KILL_ONCE"
 
 
 def _parse(value: str) -> tuple[str, int] | None:
@@ -42,5 +46,16 @@ def fault_point(name: str) -> None:
     if name not in _armed:
         return
     _seen[name] = _seen.get(name, 0) + 1
-    if _seen[name] == _armed[name]:
+    if _seen[name] == _armed[name] and _first_to_die():
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _first_to_die() -> bool:
+    marker = os.environ.get(ONCE_ENV)
+    if not marker:
+        return True
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True

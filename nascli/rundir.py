@@ -8,6 +8,7 @@ Layout (each step owns one sub-folder and one status file; later steps find earl
       pretrain/encoder.pth     pretrain-backbone: encoder weights (+ metrics.csv, config.yaml)
       search/config.yaml       search: the resolved recipe (a re-run must match it to resume)
       search/records.jsonl     search: one JSON line per finished candidate, append-only
+      search/proposals.jsonl   search: one JSON line per proposal, appended before it is submitted
       search/strategy.pt       search: strategy state after the last told record
       search/runtime.json      search: threads and device the records were made with (a resume must match)
       search/candidates/NNNN/  search: record.json + weights.pth of candidate NNNN

@@ -94,3 +94,15 @@ def _restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def serial_k2(tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_recipe: Path) -> Path:
+    """Issue 21's reference: the robustness suite's 3 + 3 search with K = 2 on the serial executor, run in a
+    fresh process (tests/test_executors.py, tests/test_ray_executor.py compare other executors with it)."""
+    from tests.test_executors import argv, fresh
+
+    run = tmp_path_factory.mktemp("serial_k2") / "run"
+    done = fresh(argv(run, tiny_recipe, demo_data))
+    assert done.returncode == 0, done.stderr[-3000:]
+    return run

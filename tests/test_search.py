@@ -217,43 +217,53 @@ def test_other_steps_settings_do_not_block_resume(searched, tmp_path, run_cli, t
     assert run_cli(search_args(run, tiny_recipe, data_flags, "--quiet")).code == 0
 
 
-class _LazyFuture:
+class _Lazy:
     """Runs its evaluation only when the loop asks for the result, so several are truly pending at once."""
 
-    def __init__(self, fn, args, executor):
-        self.fn, self.args, self.executor = fn, args, executor
+    def __init__(self, executor, task):
+        self.executor, self.task = executor, task
 
     def result(self):
+        from nascli.executors.task import run_in_place, weights_name
+
         self.executor.in_flight -= 1
-        return self.fn(*self.args)
+        return run_in_place(self.executor.evaluator, self.task, self.executor.sdir / weights_name(self.task.index))
 
 
-class _ThreeInFlight:
-    max_in_flight = 3
+class _CountingExecutor:
+    name = "counting"
 
     def __init__(self):
         self.in_flight = self.peak = 0
 
-    def submit(self, fn, *args):
+    def start(self, evaluator, sdir):
+        self.evaluator, self.sdir = evaluator, sdir
+
+    def submit(self, task):
         self.in_flight += 1
         self.peak = max(self.peak, self.in_flight)
-        return _LazyFuture(fn, args, self)
+        return _Lazy(self, task)
+
+    def close(self):
+        pass
 
 
-def test_loop_keeps_several_evaluations_in_flight(tmp_path, demo_data, tiny_recipe):
-    from nascli.rundir import RunDir
+def test_loop_keeps_k_evaluations_in_flight(tmp_path, demo_data, tiny_recipe):
+    from nascli.rundir import RunDir, read_jsonl
     from nascli.steps import search as step
     from nascli.steps.common import load_recipe
 
     recipe = load_recipe(None, tiny_recipe, {"data.data_root": demo_data, "data.train_list": demo_data / "train.txt",
                                              "data.val_list": demo_data / "val.txt", "search.random_samples": 4,
-                                             "search.mutate_samples": 4})
-    executor = _ThreeInFlight()
+                                             "search.mutate_samples": 4, "search.parallel": 3})
+    executor = _CountingExecutor()
     result = step.run(recipe, RunDir(tmp_path / "run"), executor=executor)
     assert executor.peak == 3
     codes = [r["encoding"] for r in result.records]
     assert len(codes) == 8 and len(set(codes)) == 8
     assert [r["index"] for r in result.records] == list(range(8))  # told in index order
+    # Each proposal was logged before it was submitted, in index order.
+    assert [p["encoding"] for p in read_jsonl(tmp_path / "run" / "search" / "proposals.jsonl")] == codes
 
 
 def test_latency_objective_measured_by_onnxruntime_at_its_own_size(tmp_path, run_cli, tiny_recipe, data_flags):

@@ -26,6 +26,7 @@ FLAGS = {
     "data.data_root": "--data-root", "task": "--task", "data.train_list": "--train-list", "data.val_list": "--val-list",
     "threads": "--threads", "search.measure_latency": "--measure-latency", "fast_nas.teacher": "--teacher",
     "search.latency_runtime": "--latency-runtime", "search.latency_size": "--latency-size",
+    "search.parallel": "--parallel",
 }
 
 
@@ -57,6 +58,11 @@ def search(
     loss: options.Loss = None,
     class_weights: options.ClassWeights = None,
     min_steps: options.MinSteps = None,
+    parallel: Annotated[Optional[int], typer.Option("--parallel", help="K, candidates in flight (default 1); the results depend on seed and K only, a resume keeps K.")] = None,
+    executor: Annotated[str, typer.Option("--executor", help="Where candidates run: serial (this process, default), process (a local pool) or ray (a Ray cluster; pip install nascli[ray]).")] = "serial",
+    address: Annotated[Optional[str], typer.Option("--address", help="ray: the cluster's head, host:port or auto (default: start a local cluster for this command).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", help="process/ray-local: worker processes (default: K); each runs --threads torch threads.")] = None,
+    gpus_per_task: Annotated[float, typer.Option("--gpus-per-task", help="ray: GPUs each candidate task reserves (default 0).")] = 0.0,
     allow_runtime_change: Annotated[bool, typer.Option("--allow-runtime-change", help="Resume on other --threads or --device than the search's records were made with (then not exactly what an uninterrupted search gives).")] = False,
     seed: options.Seed = None,
     device: options.Device = None,
@@ -75,6 +81,11 @@ def search(
       nascli search --algo adelaide-ea -r runs/demo --data-root data/demo \\
           --train-list data/demo/train.txt --val-list data/demo/val.txt \\
           --random-samples 4 --mutate-samples 4 --epochs 1
+
+    Two candidates at once on a Ray cluster (the same records as --executor serial with --parallel 2):
+
+    \b
+      nascli search -r runs/demo --parallel 2 --executor ray --address HEAD:6379
     """
     from nascli.steps import common
     from nascli.steps import search as step
@@ -93,6 +104,7 @@ def search(
         "candidate.mode": candidate_training, "device": device,
         "threads": threads, "data.num_classes": num_classes, "data.data_root": data_root,
         "task": task, "data.train_list": train_list, "data.val_list": val_list, "fast_nas.teacher": teacher.resolve() if teacher else None,
+        "search.parallel": parallel,
     }
     run = RunDir(run_dir)
     cfg = common.load_recipe(run, recipe, values, FLAGS)
@@ -101,8 +113,12 @@ def search(
                          hint="drop --teacher, or use --algo fast-nas")
     if teacher is not None and not teacher.is_file():
         raise UsageError(f"option --teacher: {teacher} not found", hint="give a checkpoint written by `nascli train`")
+    from nascli.executors import make_executor
+
+    runner = make_executor(executor, parallel=cfg.search.parallel, workers=workers, address=address,
+                           gpus_per_task=gpus_per_task)
     with SearchProgress(enabled=not quiet) as progress:
-        result = step.run(cfg, run, encoder_weights=encoder, progress=progress,
+        result = step.run(cfg, run, encoder_weights=encoder, progress=progress, executor=runner,
                           allow_runtime_change=allow_runtime_change)
     _report(result, cfg, json_out)
 

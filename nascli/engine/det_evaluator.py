@@ -50,6 +50,31 @@ class DetectionCandidateEvaluator:
     def close(self) -> None:
         """Nothing held between candidates."""
 
+    # --- what the executors (nascli.executors) ask of an evaluator -------------------------------
+    def shared_cache(self) -> None:
+        return None  # nothing is cached: every candidate trains end to end at its own size
+
+    def use_cache(self, cache) -> None:
+        pass
+
+    def observed_state(self) -> dict:
+        return {}
+
+    def load_observed_state(self, state: dict) -> None:
+        pass
+
+    def __getstate__(self) -> dict:
+        # A worker's copy: no progress callback (the driver's may hold a terminal); the loss is a closure,
+        # rebuilt from the task on arrival.
+        state = dict(self.__dict__)
+        state.pop("progress"), state.pop("loss")
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.progress = lambda event: None
+        self.loss = self.task.loss(self.cfg, self.recipe, None, "candidate")
+
     # --- building and cost -----------------------------------------------------------------------
     def spec(self, encoding: str) -> tuple[dict, tuple[int, int]]:
         """(registry spec {"name", "kwargs"}, input size) of an encoding."""

@@ -107,6 +107,29 @@ class CandidateEvaluator:
                                        spill_dir=self.cache_dir)
         return self._cache
 
+    # --- what workers share (nascli.executors) ------------------------------------------------------
+    def shared_cache(self) -> FeatureCache | None:
+        """The feature cache every worker reads (built now, once, by the driver); None in full mode."""
+        return self.cache if self.cfg.mode == "cached" else None
+
+    def use_cache(self, cache: FeatureCache) -> None:
+        """A worker's copy reads the driver's cache instead of encoding the images again."""
+        self._cache = cache
+
+    def observed_state(self) -> dict:
+        """What `observe` has folded in, sent with each task so a worker's copy decides as the driver's
+        would at submit time (stateless here)."""
+        return {}
+
+    def load_observed_state(self, state: dict) -> None:
+        pass
+
+    def __getstate__(self) -> dict:
+        # A worker's copy: no progress callback (the driver's may hold a terminal), no cache (sent apart).
+        state = dict(self.__dict__)
+        state["progress"], state["_cache"] = _no_progress, None
+        return state
+
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
@@ -220,6 +243,10 @@ def model_cost(model: torch.nn.Module, size: tuple[int, int], search, device: to
         out.update(latency_ms=round(lat["median_ms"], 3), latency_runtime=search.latency_runtime,
                    latency_size=size_str(at))
     return out
+
+
+def _no_progress(event: dict) -> None:
+    pass
 
 
 def metric_fields(metrics: dict, class_names: list[str] | None = None,

@@ -174,6 +174,37 @@ class FeatureCache:
             fault_point("cache_batch")
         return split
 
+    # --- sharing with workers (nascli.executors) --------------------------------------------------
+    def flat(self) -> tuple[dict, list[torch.Tensor]]:
+        """(layout, tensors on the CPU): the layout is JSON-able and names tensors by position."""
+        tensors: list[torch.Tensor] = []
+
+        def ref(t: torch.Tensor | None) -> int | None:
+            if t is None:
+                return None
+            tensors.append(t.cpu())
+            return len(tensors) - 1
+
+        def groups(split: _Split) -> list:
+            return [[[ref(t) for t in taps], ref(m)] for taps, m in split.groups]
+
+        return {"views": self.views, "train": [groups(s) for s in self.train_views], "val": groups(self.val)}, tensors
+
+    @classmethod
+    def from_flat(cls, layout: dict, tensors: list[torch.Tensor]) -> "FeatureCache":
+        """A read-only cache over tensors another process built (`flat`): nothing is encoded again."""
+        self = cls.__new__(cls)
+        self.views, self.device, self.seconds = int(layout["views"]), torch.device("cpu"), 0.0
+        self.memory_limit, self.spill_dir, self.spilled_to = None, None, None
+
+        def split(groups: list) -> _Split:
+            pick = lambda i: None if i is None else tensors[i]  # noqa: E731
+            return _Split([([pick(i) for i in taps], pick(m)) for taps, m in groups])
+
+        self.train_views = [split(g) for g in layout["train"]]
+        self.val = split(layout["val"])
+        return self
+
     # --- reading -----------------------------------------------------------------------------------
     def nbytes(self) -> int:
         return sum(s.nbytes() for s in self.train_views) + self.val.nbytes()

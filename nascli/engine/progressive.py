@@ -148,6 +148,12 @@ class ProgressiveEvaluator(CandidateEvaluator):
         if record.get("status") == "ok" and isinstance(r1, (int, float)) and not math.isnan(r1):
             self.running.update(float(r1))
 
+    def observed_state(self) -> dict:
+        return {"ema": self.running.ema, "count": self.running.count}
+
+    def load_observed_state(self, state: dict) -> None:
+        self.running.ema, self.running.count = float(state["ema"]), int(state["count"])
+
     def _load_teacher(self, path: Path | None) -> nn.Module | None:
         if path is None:
             return None

@@ -227,6 +227,12 @@ class SupernetEvaluator:
     def close(self) -> None:
         self.supernet = None
 
+    def shared_cache(self) -> None:
+        """No feature cache (the serial executor asks; proxyless refuses the others, nascli.algorithms)."""
+
+    def observed_state(self) -> dict:
+        return {}
+
     def model_kwargs(self, encoding: str) -> dict:
         return model_kwargs(self.px, self.space.canonical(encoding), self.num_classes)
 

@@ -5,9 +5,14 @@ Crash safety, in the order things are written for candidate i:
   2. one line appended to search/records.jsonl (fsynced);
   3. search/strategy.pt (the strategy's state and how many records it has been told), result.csv,
      pareto_front.csv (all atomic).
-A re-run with the same settings replays from records.jsonl: records the state has not seen are told
-again, and a candidate whose record.json exists but never reached records.jsonl is recovered rather than
-trained again. Proposal i draws from a random.Random seeded from (seed, i), and candidate training from
+Before a proposal is submitted it is appended to search/proposals.jsonl (fsynced), so with K =
+`search.parallel` candidates in flight a crash loses no proposal: a re-run with the same settings tells the
+records the state has not seen, then submits the logged proposals that have no record as they were logged
+(asking again would draw them from a later strategy state), and only then asks for new ones. A candidate
+whose record.json exists but never reached records.jsonl is recovered rather than trained again. The loop
+asks, submits and tells in one fixed order for a given K (results are told back in index order, whatever
+finishes first), so the records depend on (seed, K), not on the executor (nascli.executors) or its workers;
+a resume with another K is refused. Proposal i draws from a random.Random seeded from (seed, i), and candidate training from
 (seed, encoding), so with the same seed, threads and device the resumed search asks and measures exactly
 what the uninterrupted one would have. Threads and device change floating-point reductions (a candidate's
 reward moves in the third decimal, and with it the strategy's later choices), so search/runtime.json
@@ -22,7 +27,6 @@ import logging
 import math
 import random
 import time
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -37,6 +41,8 @@ from nascli.engine.checkpoint import load_checkpoint, safe_load, save_checkpoint
 from nascli.engine.evaluator import CandidateEvaluator
 from nascli.engine.loops import group_by_shape, recalibrate_bn
 from nascli.errors import ConfigError, RunDirError, UsageError
+from nascli.executors import CandidateTask, Executor, TaskResult
+from nascli.executors.local import SerialExecutor
 from nascli.faults import fault_point
 from nascli.pareto.front import OBJECTIVES, pareto_front
 from nascli.rundir import (
@@ -48,6 +54,7 @@ from nascli.rundir import (
     read_jsonl,
 )
 from nascli.seeding import derive_seed
+from nascli.strategies.base import Proposal
 from nascli.steps.common import (
     datasets,
     resolve_data,
@@ -88,26 +95,14 @@ class SearchResult:
     seconds: float = 0.0
 
 
-class SerialExecutor:
-    """Evaluates one candidate at a time in this process; the loop is written for several in flight."""
-
-    max_in_flight = 1
-
-    def submit(self, fn: Callable, *args) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn(*args))
-        except Exception as e:  # KeyboardInterrupt passes through: Ctrl-C stops the search
-            future.set_exception(e)
-        return future
-
-
 # --- entry point -------------------------------------------------------------------------------------
 def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
-        progress: Callable[[dict], None] | None = None, executor=None,
+        progress: Callable[[dict], None] | None = None, executor: Executor | None = None,
         allow_runtime_change: bool = False) -> SearchResult:
     """Validate everything, then search (or resume the search already in `run_dir`).
 
+    `executor` runs the candidates (default: serial, in this process); `recipe.search.parallel` (K) says how
+    many are in flight.
     `allow_runtime_change` lets a resume run on other threads or another device than the records were
     made with (its later candidates then differ slightly from an uninterrupted search's)."""
     recipe = resolve_data(recipe)
@@ -125,6 +120,10 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
                          hint="drop --encoder")
     if algorithm.check is not None:
         algorithm.check(recipe)
+    executor = executor or SerialExecutor()
+    if algorithm.serial_only and (recipe.search.parallel > 1 or executor.name != "serial"):
+        raise UsageError(f"option --parallel/--executor: --algo {algorithm.name} runs serially: {algorithm.serial_only}",
+                         hint="drop --parallel and --executor")
     progress = progress or (lambda event: None)
     sdir = run_dir.sub("search")
     _check_resumable(sdir / "config.yaml", recipe)
@@ -144,7 +143,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, encoder_weights: Path | None = None,
         atomic_write_text(sdir / "config.yaml", recipe_to_yaml(recipe))
         atomic_write_json(sdir / RUNTIME_FILE, runtime)
         save_run_recipe(run_dir, recipe)
-        result = _search(recipe, run_dir, encoder_source, progress, executor or SerialExecutor())
+        result = _search(recipe, run_dir, encoder_source, progress, executor)
         done.update(candidates=len(result.records), seconds=round(result.seconds, 1))
     return result
 
@@ -208,7 +207,7 @@ def _check_runtime(sdir: Path, runtime: dict, allow_change: bool) -> dict:
 
 def _check_state_files(sdir: Path) -> None:
     """Read what a resumed search will read, before anything is written: a damaged file fails here."""
-    read_jsonl(sdir / "records.jsonl")
+    logged_proposals(sdir / PROPOSALS_FILE, read_jsonl(sdir / "records.jsonl"))
     if (sdir / "strategy.pt").exists():
         load_checkpoint_state(sdir / "strategy.pt")
     if (sdir / "encoder.pth").exists():
@@ -241,6 +240,10 @@ def _encoder_source(run_dir: RunDir, explicit: Path | None) -> Path | None:
 def _check_resumable(config_path: Path, recipe: Recipe) -> None:
     """A re-run continues a search only with the settings that produced its records."""
     diff = first_difference(config_path, recipe, compare=SEARCH_KEYS, ignore=RESUMABLE_CHANGES)
+    if diff and diff[0] == "search.parallel":
+        raise UsageError(f"{config_path.parent} holds a search run with --parallel {diff[1]}; this command asks for "
+                         f"--parallel {diff[2]}, which would propose other candidates from the records so far",
+                         hint=f"re-run with --parallel {diff[1]} (any --executor and --workers) to resume")
     if diff:
         key, old, new = diff
         raise UsageError(f"{config_path.parent} holds a search with {key}={old!r}; this command asks for {new!r}",
@@ -280,34 +283,44 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
         evaluator.observe(record)
     total = algorithm.budget(recipe)
     stats = {"duplicates": 0, "rejected": 0}
-    seen = {r["encoding"] for r in records}
-    pending: dict[int, tuple] = {}
+    proposals_path = sdir / PROPOSALS_FILE
+    logged = logged_proposals(proposals_path, records)
+    seen = {r["encoding"] for r in records} | {p["encoding"] for p in logged.values()}
+    pending: dict[int, tuple] = {}  # index -> (proposal, cost, a Pending, or the recovered record)
     recovered = 0
+    executor_started = False
     _write_tables(sdir, records, recipe.search.objectives)
     try:
         while True:
-            while len(pending) < executor.max_in_flight:
+            while len(pending) < recipe.search.parallel:
                 index = len(records) + len(pending)
-                proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats)
-                if proposal is None:
-                    break
-                seen.add(proposal.encoding)
+                if index in logged:  # proposed before a crash, never recorded: run it as logged, not asked again
+                    proposal, cost = _logged(logged[index])
+                else:
+                    proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats)
+                    if proposal is None:
+                        break
+                    seen.add(proposal.encoding)
+                    append_jsonl(proposals_path, {"index": index, "encoding": proposal.encoding, "phase": proposal.phase,
+                                                  "parent": proposal.parent, "info": proposal.info, "cost": cost})
                 progress({"event": "candidate", "index": index, "total": total, "encoding": proposal.encoding,
                           "phase": proposal.phase})
-                cand_dir = sdir / "candidates" / f"{index:04d}"
-                prior = _recover(cand_dir, proposal.encoding)
+                prior = _recover(_cand_dir(sdir, index), proposal.encoding)
                 if prior is not None:
                     recovered += 1
-                    future: Future = Future()
-                    future.set_result(prior)
-                else:
-                    future = executor.submit(_evaluate, evaluator, recipe, index, proposal, cost, cand_dir, sdir)
-                pending[index] = (proposal, future)
+                    pending[index] = (proposal, cost, prior)
+                    continue
+                if not executor_started:  # the first candidate to train: workers get the evaluator (and cache) now
+                    executor.start(evaluator, sdir)
+                    executor_started = True
+                task = CandidateTask(index, proposal.encoding, recipe.seed, evaluator.observed_state())
+                pending[index] = (proposal, cost, executor.submit(task))
+                fault_point("search_submitted")
             if not pending:
                 break
             index = min(pending)  # tell in index order: the same order whatever finishes first
-            proposal, future = pending.pop(index)
-            record = future.result()
+            proposal, cost, job = pending.pop(index)
+            record = job if isinstance(job, dict) else _finish(job.result(), evaluator, recipe, proposal, cost, sdir)
             fault_point("search_recorded")
             append_jsonl(records_path, record)
             fault_point("search_appended")
@@ -319,6 +332,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
             progress({"event": "record", "record": record, "done": len(records), "total": total,
                       "best_miou": _best(records)})
     finally:
+        executor.close()  # a local cluster or pool this search started goes with it
         evaluator.close()  # a feature cache spilled to disk goes now, not at exit
     result_csv, front_csv = sdir / "result.csv", sdir / "pareto_front.csv"
     front = pareto_front(_table(records), recipe.search.objectives) if records else _table([])
@@ -360,18 +374,46 @@ def _violation(cost: dict, s) -> tuple[str, float] | None:
     return None
 
 
-def _evaluate(evaluator: CandidateEvaluator, recipe: Recipe, index: int, proposal, cost: dict, cand_dir: Path,
-              sdir: Path) -> dict:
-    started = time.perf_counter()
+PROPOSALS_FILE = "proposals.jsonl"
+
+
+def _cand_dir(sdir: Path, index: int) -> Path:
+    return sdir / "candidates" / f"{index:04d}"
+
+
+def logged_proposals(path: Path, records: list[dict]) -> dict[int, dict]:
+    """The proposal log by index, checked against the records (a search from before the log has none)."""
+    logged: dict[int, dict] = {}
+    for line, entry in enumerate(read_jsonl(path), 1):
+        if not isinstance(entry, dict) or not isinstance(entry.get("index"), int) or "encoding" not in entry:
+            raise RunDirError(f"{path}:{line}: not a proposal nascli wrote",
+                              hint="restore the file, or delete it: the proposals in flight are then asked again")
+        logged[entry["index"]] = entry
+    for r in records:
+        entry = logged.get(r.get("index"))
+        if entry is not None and entry["encoding"] != r.get("encoding"):
+            raise RunDirError(f"{path}: proposal {r['index']} is {entry['encoding']} but records.jsonl holds "
+                              f"{r.get('encoding')} for it",
+                              hint="restore the file, or delete it: the proposals in flight are then asked again")
+    return logged
+
+
+def _logged(entry: dict) -> tuple[Proposal, dict]:
+    return (Proposal(entry["encoding"], entry.get("phase", ""), entry.get("parent"), dict(entry.get("info") or {})),
+            dict(entry.get("cost") or {}))
+
+
+def _finish(out: TaskResult, evaluator, recipe: Recipe, proposal, cost: dict, sdir: Path) -> dict:
+    """The driver's part of a candidate: its weights (bytes from a worker) and record.json, written here."""
+    cand_dir = _cand_dir(sdir, out.index)
     weights = cand_dir / "weights.pth"
-    result = evaluator.train_and_eval(proposal.encoding, recipe.seed, weights)
+    if out.weights is not None:
+        atomic_write(weights, lambda f: f.write(out.weights))
     fault_point("search_trained")
     record = {
-        "index": index, "encoding": proposal.encoding, "space": evaluator.space.name, "task": recipe.task,
-        "phase": proposal.phase,
-        "parent": proposal.parent or "", **cost, **result, "epochs": evaluator.cfg.epochs,
-        "mode": getattr(evaluator, "mode", recipe.candidate.mode),
-        "seconds": round(time.perf_counter() - started, 2),
+        "index": out.index, "encoding": proposal.encoding, "space": evaluator.space.name, "task": recipe.task,
+        "phase": proposal.phase, "parent": proposal.parent or "", **cost, **out.result, "epochs": evaluator.cfg.epochs,
+        "mode": getattr(evaluator, "mode", recipe.candidate.mode), "seconds": out.seconds,
         "weights": str(weights.relative_to(sdir)) if weights.exists() else "",
         **proposal.info,
     }
