@@ -159,3 +159,12 @@ def test_dense_pretraining_on_detection_data_is_refused_with_the_alternatives(tm
     r = run_cli("pretrain-backbone", "-r", tmp_path / "run", *flags(det_data))
     assert r.code != 0 and "internal error" not in r.stderr
     assert "--imagefolder" in r.stderr and "--weights" in r.stderr
+
+
+def test_efficientdet_recipe_documents_its_sections_at_their_defaults():
+    from nascli.config import Recipe, build_recipe, read_yaml
+
+    path = Path(__file__).parents[1] / "recipes" / "efficientdet.yml"
+    shipped, defaults = build_recipe([(str(path), read_yaml(path))]), Recipe()
+    assert shipped.efficientdet == defaults.efficientdet and shipped.detection == defaults.detection
+    assert (shipped.task, shipped.search.algo) == ("detection", "efficientdet")
