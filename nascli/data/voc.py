@@ -119,9 +119,10 @@ def size_problem(annotation: Annotation, image_size: tuple[int, int], xml_path: 
     w, h = image_size
     if (annotation.width, annotation.height) == (w, h):
         return None
-    swapped = (annotation.width, annotation.height) == (h, w)
+    swapped = " (width and height swapped: a rotated image, or an EXIF orientation tag?)" \
+        if (annotation.width, annotation.height) == (h, w) else ""
     return DataError(f"{xml_path}: <size> says {annotation.width}x{annotation.height} but image {image_path} is "
-                     f"{w}x{h} (WxH)" + (" (rotated by its EXIF orientation?)" if swapped else ""),
+                     f"{w}x{h} (WxH){swapped}",
                      hint="the annotation must describe this image: fix <size>, or re-export the boxes for it")
 
 
