@@ -23,9 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from nascli.data.listfile import Sample, load_image, open_image
+from nascli.data.listfile import Sample, load_image
 from nascli.errors import DataError
 from nascli.seeding import derive_seed
 
@@ -273,8 +272,3 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch
     images, targets = zip(*batch)
     return torch.stack(list(images)), list(targets)
 
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as `open_image` reads it (decoded fully, EXIF orientation applied)."""
-    img: Image.Image = open_image(path, "image")
-    return img.size
