@@ -90,7 +90,7 @@ def voc_problems(xml_path: Path, class_names: Sequence[str]) -> tuple[Annotation
             fail(f"{what} has no <name>", "give every <object> a <name> from classes.txt")
         elif name not in ids:
             fail(f"{what}: unknown class name {name!r}{_did_you_mean(name, class_names)}",
-                 f"the classes are {', '.join(class_names)} (classes.txt); fix the name or add the class")
+                 f"the classes are {_names(class_names)} (classes.txt); fix the name or add the class")
         flag = _difficult(obj, what, fail)
         box = _box(obj, what, fail)
         if box is None:
@@ -189,6 +189,10 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     folded = {c.lower(): c for c in choices}
     close = [folded[name.lower()]] if name.lower() in folded else difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _names(names: Sequence[str], shown: int = 12) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _fmt(box: Sequence[float]) -> str:
