@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Check a list-file dataset, or make the built-in demo dataset.", no_args_is_help=True)
 
-Lists = Annotated[Optional[list[Path]], typer.Option("--list", "-l", metavar="<path>", help="List file to check (`IMAGE MASK` per line); repeat for several.")]
+Lists = Annotated[Optional[list[Path]], typer.Option("--list", "-l", metavar="<path>", help="List file to check (`IMAGE MASK` or `IMAGE ANNOTATION` per line); repeat for several.")]
 IgnoreIndex = Annotated[int, typer.Option("--ignore-index", min=0, max=255, help="Mask value that means 'not labelled'.")]
 Limit = Annotated[Optional[int], typer.Option("--limit", min=1, help="Open only the first N samples of each list (syntax is checked on every line).")]
 Task = Annotated[Optional[str], typer.Option("--task", help="segmentation or detection (default: detection when the list's second column is .xml).")]

@@ -90,10 +90,11 @@ def check_detection(files: list[Path], data_root: Path | None, num_classes: int 
 
 def _print_stats(report: DetectionReport) -> None:
     s = report.stats
+    unread = f" of {report.checked} (the rest have problems)" if s.images < report.checked else ""
     rows = [{"id": c, "class": name, "boxes": int(s.boxes[c]), "images": int(s.images_with[c]),
              "difficult": int(s.difficult[c])} for c, name in enumerate(s.class_names)]
     console.print_table(rows, ["id", "class", "boxes", "images", "difficult"],
-                        title=f"{report.list_file}: {s.images} images ({s.empty_images} without objects), "
+                        title=f"{report.list_file}: {s.images} images{unread} ({s.empty_images} without objects), "
                               f"{int(s.boxes.sum())} boxes ({int(s.difficult.sum())} difficult)")
     typer.echo(f"box sizes (COCO, pixel area): small (<32^2) {s.small}, medium {s.medium}, large (>=96^2) {s.large}")
     if s.sizes:

@@ -23,9 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from PIL import Image
 
-from nascli.data.listfile import Sample, load_image, open_image
+from nascli.data.listfile import Sample, load_image
 from nascli.errors import DataError
 from nascli.seeding import derive_seed
 
@@ -91,7 +90,7 @@ def voc_problems(xml_path: Path, class_names: Sequence[str]) -> tuple[Annotation
             fail(f"{what} has no <name>", "give every <object> a <name> from classes.txt")
         elif name not in ids:
             fail(f"{what}: unknown class name {name!r}{_did_you_mean(name, class_names)}",
-                 f"the classes are {', '.join(class_names)} (classes.txt); fix the name or add the class")
+                 f"the classes are {_names(class_names)} (classes.txt); fix the name or add the class")
         flag = _difficult(obj, what, fail)
         box = _box(obj, what, fail)
         if box is None:
@@ -119,9 +118,10 @@ def size_problem(annotation: Annotation, image_size: tuple[int, int], xml_path: 
     w, h = image_size
     if (annotation.width, annotation.height) == (w, h):
         return None
-    swapped = (annotation.width, annotation.height) == (h, w)
+    swapped = " (width and height swapped: a rotated image, or an EXIF orientation tag?)" \
+        if (annotation.width, annotation.height) == (h, w) else ""
     return DataError(f"{xml_path}: <size> says {annotation.width}x{annotation.height} but image {image_path} is "
-                     f"{w}x{h} (WxH)" + (" (rotated by its EXIF orientation?)" if swapped else ""),
+                     f"{w}x{h} (WxH){swapped}",
                      hint="the annotation must describe this image: fix <size>, or re-export the boxes for it")
 
 
@@ -189,6 +189,10 @@ def _did_you_mean(name: str, choices: Sequence[str]) -> str:
     folded = {c.lower(): c for c in choices}
     close = [folded[name.lower()]] if name.lower() in folded else difflib.get_close_matches(name, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _names(names: Sequence[str], shown: int = 12) -> str:
+    return ", ".join(names[:shown]) + (f", ... ({len(names)} in all)" if len(names) > shown else "")
 
 
 def _fmt(box: Sequence[float]) -> str:
@@ -272,8 +276,3 @@ def collate_detection(batch: Sequence[tuple[torch.Tensor, dict]]) -> tuple[torch
     images, targets = zip(*batch)
     return torch.stack(list(images)), list(targets)
 
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(width, height) of an image as `open_image` reads it (decoded fully, EXIF orientation applied)."""
-    img: Image.Image = open_image(path, "image")
-    return img.size
