@@ -16,7 +16,7 @@ from nascli.errors import UsageError
 
 log = logging.getLogger(__name__)
 
-# name -> "module:class" of its Task subclass
+# name -> "module:class" of its task class (segmentation.py is the reference for what one provides)
 TASKS = {
     "segmentation": "nascli.tasks.segmentation:SegmentationTask",
     "detection": "nascli.tasks.detection:DetectionTask",

@@ -1,0 +1,144 @@
+"""Issue 19's benchmark: detectors on BCCD from random weights, and the efficientdet search's front beside them.
+
+With `recipes/bccd.yml` (one training recipe for every model):
+
+    nascli data check                              (BCCD's train and val lists)
+    train --model M, eval, profile                 for M in the zoo baselines and the FPN / BiFPN detectors
+    search --algo efficientdet                     (recipes/bccd_efficientdet.yml: the same data and training)
+    train --pick N, eval, profile                  the front's best-mAP members, trained like the baselines
+
+Latency is ONNX Runtime's at each model's own training input size, `--threads` threads; training images
+per second are the training list's images over an epoch's wall time (validation included, so a lower
+bound). Every step is skipped when its result is on disk, trainings resume (`train --resume`) and the
+search resumes itself, so a stopped run continues with the same command. Writes
+bench/results/det_bccd.json, bench/results/det_bccd_front.png and the `det_bccd` section of BENCHMARKS.md.
+
+    python bench/det_bccd.py [--out runs/det_bccd] [--threads 2] [--front 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import RESULTS, ROOT, header, machine_line, nascli, save_json, table, write_section  # noqa: E402
+
+RECIPE = ROOT / "recipes" / "bccd.yml"
+SEARCH_RECIPE = ROOT / "recipes" / "bccd_efficientdet.yml"
+BASELINES = ["ssdlite320_mobilenet_v3_large", "mobilenetv2_fpn", "mobilenetv2_bifpn"]
+GOAL_BASELINE = "ssdlite320_mobilenet_v3_large"
+
+
+def step(name: str, done: Path, *args, log: list) -> None:
+    """Run one nascli command unless `done` exists; record its wall time."""
+    if done.exists():
+        log.append(json.loads(done.read_text()))
+        return
+    t0 = time.perf_counter()
+    r = nascli(*args, check=False)
+    if r.returncode != 0:
+        raise SystemExit(f"{name} failed ({r.returncode}):\n{r.stderr[-3000:]}")
+    log.append({"step": name, "seconds": round(time.perf_counter() - t0, 1)})
+    print(f"{name}: {log[-1]['seconds']} s", flush=True)
+    done.parent.mkdir(parents=True, exist_ok=True)
+    done.write_text(json.dumps(log[-1]) + "\n")
+
+
+def trained(run: Path, label: str, threads: list[str], marks: Path, log: list, *train_args) -> dict:
+    """Train (resuming a stopped training), eval and profile one model; its benchmark row."""
+    tag = label.replace("/", "-")
+    resume = ["--resume"] if (run / "train" / label / "last.pth").is_file() else []
+    step(f"train {label}", marks / f"train-{tag}", "train", "-r", run, *train_args, *resume, *threads, log=log)
+    step(f"eval {label}", marks / f"eval-{tag}", "eval", "-r", run, "--checkpoint",
+         run / "train" / label / "best.pth", *threads, log=log)
+    metrics = json.loads((run / "eval" / f"train-{label}-best-val" / "metrics.json").read_text())
+    prof = json.loads(nascli("profile", "-r", run, "--checkpoint", run / "train" / label / "best.pth", "--json",
+                             *threads).stdout)
+    hist = pd.read_csv(run / "train" / label / "metrics.csv")
+    n_train = len([ln for ln in (ROOT.parent / "shared/data/bccd/train.txt").read_text().splitlines() if ln.strip()])
+    row = {"model": label, "val mAP": metrics["map"], "AP50": metrics["map_50"], "AP75": metrics["map_75"],
+           **{f"AP {c['name']}": c["ap"] for c in metrics["classes"]},
+           "input": "x".join(map(str, prof["input_size"])), "ORT ms": prof["onnxruntime"]["median_ms"],
+           "GMACs": prof["gmacs"], "M params": round(prof["params"] / 1e6, 3), "epochs": len(hist),
+           "train img/s": round(n_train / hist["seconds"].median(), 2)}
+    return row
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=ROOT / "runs" / "det_bccd")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--front", type=int, default=2, help="front members (best mAP first) trained like the baselines")
+    args = ap.parse_args()
+    out = args.out.resolve()
+    marks, t, log = out / "done", ["--threads", str(args.threads)], []
+    check = nascli("data", "check", "--data-root", ROOT.parent / "shared/data/bccd", "--list",
+                   ROOT.parent / "shared/data/bccd/train.txt", "--list", ROOT.parent / "shared/data/bccd/val.txt",
+                   check=False)
+    rows = []
+    for model in BASELINES:
+        rows.append(trained(out / model, model, t, marks, log, "--recipe", RECIPE, "--model", model))
+    run = out / "search"
+    step("search", marks / "search", "search", "-r", run, "--recipe", SEARCH_RECIPE, *t, log=log)
+    front = pd.read_csv(run / "search" / "pareto_front.csv", dtype={"encoding": str})
+    front = front.sort_values("mAP", ascending=False).reset_index(drop=True)
+    for _, member in front.head(args.front).iterrows():
+        label = f"efficientdet-{member['encoding']}"
+        row = trained(run, label, t, marks, log, "--recipe", RECIPE, "--encoding", member["encoding"])
+        rows.append({**row, "model": f"searched {member['encoding']}"})
+    result = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str})
+    _plot(result, front, rows, out)
+    base = next(r for r in rows if r["model"] == GOAL_BASELINE)
+    wins = [r for r in rows if r["model"].startswith("searched") and r["val mAP"] > base["val mAP"]
+            and r["ORT ms"] <= base["ORT ms"]]
+    doc = {**header("det_bccd"), "data_check": check.stdout[-2000:], "steps": log, "models": rows,
+           "search": {"candidates": len(result), "front": len(front)}}
+    save_json("det_bccd", doc)
+    cols = ["model", "val mAP", "AP50", "AP75"] + [c for c in rows[0] if c.startswith("AP ")] + [
+        "input", "ORT ms", "GMACs", "M params", "epochs", "train img/s"]
+    md = f"""## Detection on BCCD (issue 19): baselines from random weights and the efficientdet search
+
+`python bench/det_bccd.py` ({doc['date']}; {machine_line(doc['machine'])}; {args.threads} threads).
+Every model trained from random weights with `recipes/bccd.yml`; the search with
+`recipes/bccd_efficientdet.yml` ({len(result)} candidates, front {len(front)}), then its best-mAP front
+members trained like the baselines. ORT ms: ONNX Runtime median at each model's training input size.
+
+{table(rows, cols)}
+
+Front and baselines: `bench/results/det_bccd_front.png`. Goal (a searched model above
+`{GOAL_BASELINE}`'s val mAP at equal or lower ORT latency): **{'met' if wins else 'not met'}**.
+"""
+    write_section("det_bccd", md)
+    print(md)
+
+
+def _plot(result: pd.DataFrame, front: pd.DataFrame, rows: list[dict], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    x = "latency_ms" if "latency_ms" in result and result["latency_ms"].notna().any() else "flops"
+    ax.scatter(result[x], result["mAP"], s=14, c="0.7", label="search candidates (proxy training)")
+    ax.plot(front.sort_values(x)[x], front.sort_values(x)["mAP"], "o-", c="C0", ms=4, label="search front (proxy)")
+    for r in rows:
+        ax.scatter(r["ORT ms"] if x == "latency_ms" else r["GMACs"] * 1e9, r["val mAP"], marker="*", s=90,
+                   label=f"{r['model']} (trained)")
+    ax.set_xlabel("ONNX Runtime latency (ms)" if x == "latency_ms" else "MACs")
+    ax.set_ylabel("val mAP@[.5:.95]")
+    ax.set_title("BCCD: efficientdet search front and baselines")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "det_bccd_front.png", dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
