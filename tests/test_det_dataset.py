@@ -130,3 +130,13 @@ def test_scale_boxes_per_axis():
     assert scale_boxes(boxes, (100, 200), (50, 400)).tolist() == [[20, 10, 60, 20]]
     t = scale_boxes(torch.tensor([[10.0, 20, 30, 40]]), (100, 200), (50, 400))
     assert t.dtype == torch.float32 and t.tolist() == [[20, 10, 60, 20]]
+
+
+def test_eval_keeps_boxes_that_shrink_below_a_pixel():
+    """Evaluation must see the whole ground truth: a 1 px box resized to a quarter pixel stays."""
+    boxes = np.array([[10, 10, 11, 11], [0, 0, 640, 480], [639, 479, 640, 480]], np.float32)
+    out = detection_eval_transform(DataConfig(), (40, 40))(image=np.zeros((480, 640, 3), np.uint8), bboxes=boxes,
+                                                           labels=np.arange(3), difficult=np.zeros(3, bool),
+                                                           box_ids=np.arange(3))
+    assert out["box_ids"].tolist() == [0, 1, 2]
+    assert np.allclose(out["bboxes"], scale_boxes(boxes, (480, 640), (40, 40)), atol=1e-4)
