@@ -15,8 +15,7 @@ import torch
 from torch import nn
 
 from nascli.engine.det_metrics import DetectionMetric
-from nascli.engine.loops import DivergedError
-from nascli.faults import fault_point
+from nascli.engine.loops import train_steps
 
 DEFAULT_CLIP_NORM = 10.0
 
@@ -24,31 +23,17 @@ DEFAULT_CLIP_NORM = 10.0
 def train_detector_steps(model: nn.Module, batches: Iterable, optimizer: torch.optim.Optimizer, scheduler=None,
                          device: str | torch.device = "cpu", on_step: Callable[[int, float], None] | None = None,
                          clip_norm: float | None = DEFAULT_CLIP_NORM) -> float:
-    """One pass over `batches`: loss = sum of the model's losses, gradients clipped to `clip_norm` (None:
-    no clipping). Returns the mean loss; a non-finite loss raises DivergedError before the step."""
+    """One pass over `batches` (engine.loops.train_steps): loss = the sum of the model's losses, gradients
+    clipped to `clip_norm` (None: no clipping). Returns the mean loss; a non-finite loss raises DivergedError
+    before the step."""
     model.train()
-    total, n = 0.0, 0
-    params = [p for p in model.parameters() if p.requires_grad]
-    for images, targets in batches:
+
+    def loss(batch) -> torch.Tensor:
+        images, targets = batch
         images = images.to(device)
-        losses = model.loss(model(images), targets, images.shape[-2:])
-        loss = sum(losses.values())
-        if not torch.isfinite(loss):
-            parts = ", ".join(f"{k} {v.item():.4g}" for k, v in losses.items())
-            raise DivergedError(f"loss became {loss.item()} at step {n} ({parts})")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, clip_norm)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        total += loss.item()
-        n += 1
-        if on_step:
-            on_step(n, loss.item())
-        fault_point("train_step")
-    return total / max(n, 1)
+        return sum(model.loss(model(images), targets, images.shape[-2:]).values())
+
+    return train_steps(loss, batches, optimizer, scheduler, on_step=on_step, clip_norm=clip_norm)
 
 
 def to_original_frame(boxes: torch.Tensor, input_size: Sequence[int], orig_size: Sequence[int]) -> torch.Tensor:
