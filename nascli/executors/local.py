@@ -11,7 +11,6 @@ import json
 import logging
 import math
 import multiprocessing
-import pickle
 import signal
 import tempfile
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -78,11 +77,11 @@ def map_shared_cache(folder: Path) -> FeatureCache:
 _HOST: WorkerHost | None = None  # this worker process's evaluator (one search per pool)
 
 
-def _init_worker(evaluator_bytes: bytes, cache_dir: str | None, threads: int) -> None:
+def _init_worker(evaluator, cache_dir: str | None, threads: int) -> None:
     global _HOST
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's: it stops the pool
     _die_with_parent()
-    evaluator = pickle.loads(evaluator_bytes)  # the driver's own object, pickled by the driver for its workers
+    # `evaluator` is the driver's own object, sent by multiprocessing's spawn (never user data)
     _HOST = WorkerHost(evaluator, threads, map_shared_cache(Path(cache_dir)) if cache_dir else None)
 
 
@@ -149,7 +148,7 @@ class ProcessExecutor:
         cache = evaluator.shared_cache()
         if cache is not None:
             self._shared = write_shared_cache(cache, Path(sdir))
-        self._initargs = (pickle.dumps(evaluator), self._shared.name if self._shared else None, torch.get_num_threads())
+        self._initargs = (evaluator, self._shared.name if self._shared else None, torch.get_num_threads())
         self._replace(None)
 
     def _replace(self, broken: ProcessPoolExecutor | None) -> None:
