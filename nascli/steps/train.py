@@ -367,7 +367,8 @@ def _init_encoder(net: torch.nn.Module, source: ModelSource, enc: tuple[dict, st
         return None
     if enc is None:
         log.warning("no encoder weights in the run directory: the encoder starts from random weights; "
-                    "`nascli pretrain-backbone -r RUN` first gives a far better model")
+                    "`nascli pretrain-backbone -r RUN` first (dense on segmentation masks, or --imagefolder / --weights) "
+                    "gives a far better model")
         return None
     state, origin = enc
     try:
