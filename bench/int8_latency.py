@@ -48,7 +48,7 @@ def export_and_eval(run: Path, calibration: int, threads: int) -> dict:
     doc = json.loads(r.stdout)
     out["export_size"] = doc["input_size"]
     out["int8_ops"], out["fp32_ops"] = doc["int8"]["quantized_ops"], len(doc["int8"]["fp32_ops"])
-    out["calib_agreement"] = doc["int8"]["argmax_agreement_calibration"]
+    out["calib_agreement"] = doc["int8"]["agreement_calibration"]
     for key, extra in (("fp32", []), ("int8", ["--int8"])):
         e = json.loads(common.nascli("eval", "-r", run, "--onnx", *extra, "--threads", threads, "--json",
                                      "--quiet").stdout)

@@ -99,6 +99,12 @@ def test_one_run_directory_chains_every_step(tmp_path, det_data, det_recipe, run
     evals = {p.parent.name: json.loads(p.read_text()) for p in (run / "eval").glob("*/metrics.json")}
     torch_eval = next(v for k, v in evals.items() if "onnx" not in k)
     onnx_eval = next(v for k, v in evals.items() if "onnx" in k)
+    # int8 (issue 22, both tasks): calibrated on detection images as eval preprocesses them, then scored
+    ok("export", "-r", run, "--onnx", "--int8", "--calibration-images", "8", "--threads", "1")
+    int8 = json.loads(next((run / "export").glob("*/export.json")).read_text())["int8"]
+    assert int8["calibration"]["images"] == 8 and 0 <= int8["agreement_calibration"] <= 1
+    ok("eval", "-r", run, "--onnx", "--int8", "--threads", "1")
+    assert any("int8" in p.parent.name for p in (run / "eval").glob("*/metrics.json"))
     assert torch_eval["task"] == onnx_eval["task"] == "detection"
     assert abs(torch_eval["map"] - onnx_eval["map"]) <= 0.01
     assert abs(torch_eval["map"] - metrics["val_map"].iloc[-1]) <= 1e-6  # eval scores what train validated

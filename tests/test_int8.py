@@ -101,7 +101,7 @@ def test_int8_metadata_and_export_json_name_the_calibration(int8_run, exported, 
     listed = {line.split()[0] for line in (demo_data / "train.txt").read_text().split("\n") if line.strip()}
     assert set(cal["files"]) <= listed
     assert exported["int8"]["calibration"] == cal and exported["int8"]["calibration_method"] == "minmax"
-    assert 0 < exported["int8"]["argmax_agreement_calibration"] <= 1
+    assert 0 < exported["int8"]["agreement_calibration"] <= 1
 
 
 def test_eval_onnx_int8_scores_the_int8_file(int8_run, exported, run_cli, demo_data):

@@ -74,7 +74,7 @@ def export(
             i = r["int8"]
             console.print_table([{"onnx": i["onnx"], "calibration": f"{i['calibration']['images']} images, "
                                   f"{i['calibration_method']}", "int8 ops": i["quantized_ops"],
-                                  "fp32 ops": len(i["fp32_ops"]), "argmax agree (calib.)": i["argmax_agreement_calibration"],
+                                  "fp32 ops": len(i["fp32_ops"]), "agreement (calib.)": i["agreement_calibration"],
                                   "MB": round(i["bytes"] / 2**20, 2)}], title="int8 export (QDQ, per-channel)")
     console.say(f"wrote {result.onnx_path}{' and ' + r['int8']['onnx'] if 'int8' in r else ''} and {result.json_path}")
     if "int8" in r:

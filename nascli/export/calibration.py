@@ -37,8 +37,11 @@ def check_count(n: int) -> None:
 
 
 def calibration_set(data: DataConfig, list_file: Path, n: int, input_size: tuple[int, int], *,
-                    seed: int = 0) -> Calibration:
-    """`n` images of `list_file` (seeded sample), preprocessed as eval does, at `input_size`."""
+                    seed: int = 0, make_dataset=None) -> Calibration:
+    """`n` images of `list_file` (seeded sample), preprocessed as eval does, at `input_size`.
+
+    `make_dataset(samples)` is the task's evaluation dataset of the picked samples (default segmentation's);
+    only its images are used."""
     check_count(n)
     samples = read_list(list_file, data.data_root)
     if len(samples) < n:
@@ -47,8 +50,9 @@ def calibration_set(data: DataConfig, list_file: Path, n: int, input_size: tuple
                         hint=f"use --calibration-images {len(samples)}" if len(samples) >= MIN_IMAGES
                         else f"calibrate on a list of at least {MIN_IMAGES} images (--calibration-list FILE)")
     picked = sorted(np.random.default_rng(seed).choice(len(samples), size=n, replace=False).tolist())
-    ds = SegmentationDataset([samples[i] for i in picked], eval_transform(data), num_classes=data.num_classes,
-                             ignore_index=data.ignore_index)
+    chosen = [samples[i] for i in picked]
+    ds = (make_dataset(chosen) if make_dataset is not None else
+          SegmentationDataset(chosen, eval_transform(data), num_classes=data.num_classes, ignore_index=data.ignore_index))
     inputs = []
     for i in range(len(ds)):
         x = ds[i][0][None].float()

@@ -86,9 +86,6 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
     path = Path(checkpoint) if checkpoint is not None else default_checkpoint(run_dir)
     loaded = load_pytorch(path, "cpu")
     task = get_task(model_task(loaded.spec.get("name", "")))
-    if int8 and task.name != "segmentation":
-        raise UsageError(f"option --int8: int8 export of {task.name} models is not implemented yet",
-                         hint="export the fp32 model (drop --int8)")
     # A detector is trained and evaluated at one input size (images resized to it): export that size.
     shared = data_size(recipe) if task.name == "segmentation" else None
     size = tuple(input_size or shared or loaded.meta.get("input_size") or recipe.data.input_size)
@@ -109,7 +106,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, checkpoint: Path | None = None, inpu
             stale.unlink()
         if int8:
             report["int8"] = _export_int8(recipe, loaded, path, size, onnx_path, calibration_images,
-                                          calibration_method, calibration_list, keep_fp32)
+                                          calibration_method, calibration_list, keep_fp32, task)
             atomic_write_json(json_path, report)
         done.update(onnx=str(onnx_path), max_abs_diff=report["max_abs_diff"])
     return ExportResult(run_dir.path, onnx_path, json_path, report)
@@ -209,7 +206,7 @@ def _export(loaded, checkpoint: Path, size: tuple[int, int], opset: int, dynamic
 
 
 def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int], onnx_path: Path, n: int,
-                 method: str, list_file: Path | None, keep_fp32: tuple[str, ...]) -> dict[str, Any]:
+                 method: str, list_file: Path | None, keep_fp32: tuple[str, ...], task) -> dict[str, Any]:
     """Calibrate on training images (as eval preprocesses them), quantize, write and check the int8 file."""
     started = time.perf_counter()
     meta = loaded.meta
@@ -217,14 +214,16 @@ def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int]
         resolve_data(recipe, train=True, val=False)
         list_file = recipe.data.train_list
     elif not Path(list_file).is_file():
-        raise UsageError(f"option --calibration-list: {list_file} not found", hint="give a list of `IMAGE MASK` lines")
+        raise UsageError(f"option --calibration-list: {list_file} not found",
+                         hint=f"give a list of `{task.list_line}` lines")
     d = recipe.data
     use_model_normalisation(d, meta)  # as eval does
-    cal = calib.calibration_set(d, Path(list_file), n, size, seed=recipe.seed)
+    cal = calib.calibration_set(d, Path(list_file), n, size, seed=recipe.seed,
+                                make_dataset=task.calibration_dataset(recipe, loaded.meta, size))
     fp32 = onnx_path.read_bytes()
     result = q.quantize(fp32, cal.inputs, method=method, per_channel=True, exclude=keep_fp32)
     quant = {**result.settings, "calibration": cal.record}
-    proto = with_metadata(result.data, {**metadata(loaded, checkpoint, size, False), "precision": "int8",
+    proto = with_metadata(result.data, {**metadata(loaded, checkpoint, size, False, task, recipe), "precision": "int8",
                                         "fp32_model": onnx_path.name, "quantization": quant})
     data = proto.SerializeToString()
     out = int8_path(onnx_path)
@@ -235,12 +234,10 @@ def _export_int8(recipe: Recipe, loaded, checkpoint: Path, size: tuple[int, int]
         first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
         raise CheckFailed(f"onnxruntime cannot run the int8 model {out} ({first})",
                           hint="keep the op in fp32 with --int8-keep-fp32 NODE, or export without --int8") from None
-    agree = calib.argmax_agreement(session(fp32, threads=recipe.threads), sess, cal.inputs)
-    log.info("int8: %d compute ops quantized; argmax agreement with fp32 on the %d calibration images %.4f",
-             result.quantized_ops, n, agree)
+    agree, note = task.int8_agreement(session(fp32, threads=recipe.threads), sess, cal.inputs, loaded, recipe)
+    log.info("int8: %d compute ops quantized; %s: %.4f", result.quantized_ops, note, agree)
     return {"onnx": str(out), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **quant,
             "quantized_ops": result.quantized_ops, "fp32_ops": result.fp32_ops,
-            "argmax_agreement_calibration": round(agree, 6),
-            "agreement_note": "int8 vs fp32 onnxruntime argmax on the calibration images; "
-                              "`nascli eval --onnx --int8` for val mIoU",
+            "agreement_calibration": round(agree, 6),
+            "agreement_note": f"{note}; `nascli eval --onnx --int8` for the val {task.label}",
             "seconds": round(time.perf_counter() - started, 2)}

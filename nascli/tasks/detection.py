@@ -152,6 +152,38 @@ class DetectionTask:
         match = all(c["detections_match"] for c in checks)
         return {"detections_match": match}, match
 
+    @staticmethod
+    def calibration_dataset(recipe, meta: dict, size):
+        """int8 calibration images as eval sees them: resized to the model's input size, normalised."""
+        from nascli.data.det_transforms import detection_eval_transform
+        from nascli.data.voc import DetectionDataset
+
+        names = list(meta.get("class_names") or recipe.data.class_names)
+        return lambda samples: DetectionDataset(samples, names, detection_eval_transform(recipe.data, tuple(size)))
+
+    @staticmethod
+    def int8_agreement(fp32_sess, int8_sess, inputs, loaded, recipe) -> tuple[float, str]:
+        """Share of fp32's shown detections (score >= show_thresh) that int8 finds too: same class, IoU >= 0.5."""
+        from torchvision.ops import box_iou
+
+        decoder, settings = loaded.module, decode_settings(recipe)
+        names = list(decoder.raw_names)
+        found = total = 0
+        for x in inputs:
+            size = x.shape[-2:]
+            a, b = (decoder.decode(s.run(names, {s.get_inputs()[0].name: x}), size, **settings)[0]
+                    for s in (fp32_sess, int8_sess))
+            keep_a, keep_b = a["scores"] >= recipe.detection.show_thresh, b["scores"] >= recipe.detection.show_thresh
+            boxes_a, labels_a = a["boxes"][keep_a], a["labels"][keep_a]
+            boxes_b, labels_b = b["boxes"][keep_b], b["labels"][keep_b]
+            total += len(boxes_a)
+            if len(boxes_a) and len(boxes_b):
+                iou = box_iou(boxes_a, boxes_b) * (labels_a[:, None] == labels_b[None, :])
+                found += int((iou.max(1).values >= 0.5).sum())
+        return (found / total if total else 1.0,
+                f"share of fp32's {total} detections over show_thresh that int8 finds (same class, IoU >= 0.5), "
+                "on the calibration images")
+
     def epoch_fields(self, metrics: dict, data) -> dict:
         return {"val_map": round(metrics["map"], 6), "val_map_50": round(metrics["map_50"], 6),
                 "val_map_75": round(metrics["map_75"], 6), "val_mar_100": round(metrics["mar_100"], 6)}

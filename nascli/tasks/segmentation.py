@@ -119,6 +119,18 @@ class SegmentationTask:
         is reported; the tolerance on the logits is the test."""
         return {"argmax_agreement": min(c["argmax_agreement"] for c in checks)}, True
 
+    @staticmethod
+    def calibration_dataset(recipe, meta: dict, size):
+        """int8 calibration images: segmentation's eval dataset (None: calibration's own default)."""
+        return None
+
+    @staticmethod
+    def int8_agreement(fp32_sess, int8_sess, inputs, loaded, recipe) -> tuple[float, str]:
+        from nascli.export.calibration import argmax_agreement
+
+        return (argmax_agreement(fp32_sess, int8_sess, inputs),
+                "share of pixels whose int8 argmax equals fp32's, on the calibration images")
+
     def epoch_fields(self, metrics: dict, data) -> dict:
         """metrics.csv's validation columns of one epoch."""
         why = degeneracy(metrics, data.class_names, data.degenerate_share)
