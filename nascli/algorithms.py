@@ -194,7 +194,7 @@ ALGORITHMS: dict[str, Algorithm] = {a.name: a for a in (
                           "scored from the supernet's weights in seconds, so there is nothing to spread over workers"),
     Algorithm("efficientdet", "detection", "EfficientDet compound scaling (phi and the width/depth/resolution "
               "ratios) of a BiFPN detector: random phase, then mutations of Pareto-front parents", "efficientdet",
-              _adelaide_ea, _detection_evaluator, _two_phase_budget, section="efficientdet", shared_encoder=False),
+              _adelaide_ea, _detection_evaluator, _two_phase_budget, section="efficientdet"),
 )}
 
 

@@ -2,10 +2,12 @@
 
 The search space fixes each candidate's input size (EfficientDet's compound scaling scales resolution
 with the network), so a candidate is trained and validated on the lists at its own size; cost (MACs,
-parameters, latency) is measured there too. Candidates train end to end from random weights (nothing
-is frozen or cached: the neck and head are most of a small detector), seeded from (search seed,
-encoding) as segmentation candidates are, so the same architecture gets the same training wherever it
-falls in a search and a resumed search repeats nothing.
+parameters, latency) is measured there too. Candidates train end to end (nothing is frozen or cached:
+the neck and head are most of a small detector) from the search's shared MobileNetV2 encoder (the run's
+`pretrain-backbone` encoder or `--encoder`; else a random one, BN statistics measured on the training
+images) and a random neck and head, seeded from (search seed, encoding) as segmentation candidates are,
+so the same architecture gets the same training wherever it falls in a search and a resumed search
+repeats nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from nascli.engine.loops import DivergedError, make_optimizer, make_scheduler, r
 from nascli.engine.losses import with_min_steps
 from nascli.seeding import derive_seed
 from nascli.tasks import get_task
+from nascli.zoo.backbones import load_encoder_weights
 from nascli.zoo.registry import create_model
 
 BN_BATCHES = 16  # training batches (augmented) that re-estimate BN statistics before validation
@@ -33,8 +36,10 @@ BN_BATCHES = 16  # training batches (augmented) that re-estimate BN statistics b
 class DetectionCandidateEvaluator:
     mode = "full"  # what records say: candidates train end to end, whatever candidate.mode says
     def __init__(self, *, recipe: Recipe, space, train, val, progress: Callable[[dict], None] | None = None,
-                 cache_dir: Path | None = None, **_unused):
+                 cache_dir: Path | None = None, encoder_state: dict | None = None, encoder_file: Path | None = None,
+                 **_unused):
         self.recipe, self.space = recipe, space
+        self.encoder_state = encoder_state  # the search's MobileNetV2 encoder (pretrain-backbone's, if any)
         self.task = get_task("detection")
         self.num_classes = recipe.data.num_classes
         self.train_size = len(train)  # the lists as the search read them; a candidate re-reads them at its size
@@ -104,7 +109,10 @@ class DetectionCandidateEvaluator:
         train_ds, val_ds = self.task.datasets(recipe, augment_seed=run_seed, max_train=self.cfg.max_train_images,
                                               max_val=self.cfg.max_val_images)
         torch.manual_seed(run_seed)
-        model = create_model(spec["name"], **spec["kwargs"]).to(self.device)
+        model = create_model(spec["name"], **spec["kwargs"])
+        if self.encoder_state is not None and hasattr(model, "encoder"):
+            load_encoder_weights(model.encoder, self.encoder_state)
+        model.to(self.device)
         try:
             metrics = self._train(model, train_ds, val_ds, recipe, run_seed)
         except DivergedError as e:

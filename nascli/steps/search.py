@@ -448,8 +448,9 @@ def _prepare_encoder(sdir: Path, source: Path | None, seed: int, train_ds, batch
     else:
         torch.manual_seed(derive_seed(seed, 0xE1C0DE))
         encoder = MobileNetV2Encoder()
-        recalibrate_bn(encoder, (x for x, _ in group_by_shape((train_ds[i] for i in range(min(len(train_ds), 256))),
-                                                              batch_size)))
+        # images only (a detection target does not stack); consecutive same-shape images batched as before
+        images = ((train_ds[i][0], torch.zeros(0)) for i in range(min(len(train_ds), 256)))
+        recalibrate_bn(encoder, (x for x, _ in group_by_shape(images, batch_size)))
         state = encoder.state_dict()
         origin = f"random initialisation (seed {seed}), BN statistics measured on the training images"
         log.warning("no pretrained encoder in the run directory: candidates use a randomly initialised encoder; "
