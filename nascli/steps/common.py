@@ -25,7 +25,7 @@ from nascli.rundir import RunDir, atomic_write_text
 log = logging.getLogger(__name__)
 
 RUN_RECIPE = "recipe.yaml"  # the latest resolved recipe of a run: later steps start from it
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: colour families shared by shape groups (nascli.data.demo)
 
 
 def load_recipe(run: RunDir | None, recipe_file: Path | None, options: dict[str, Any],
