@@ -147,6 +147,6 @@ def test_demo_recipe_keeps_the_budget_the_readme_timed():
     r = build_recipe([(str(path), read_yaml(path))])
     steps = {name: max(cfg.min_steps, cfg.epochs * math.ceil(240 / cfg.batch_size))
              for name, cfg in (("pretrain", r.pretrain), ("train", r.train))}
-    assert steps == {"pretrain": 360, "train": 360}
+    assert steps == {"pretrain": 360, "train": 240}
     assert r.search.random_samples + r.search.mutate_samples == 6 and r.candidate.mode == "cached"
     assert r.data.augment.color_jitter == 0  # colour is a cue of the demo data (nascli.data.demo)
