@@ -30,13 +30,23 @@ test: venv
 test-slow: venv
 	$(PY) -m pytest -m slow
 
-# The demo: make the synthetic dataset, pretrain the encoder on it, search. Re-running resumes the search.
+# The demo: make the synthetic dataset, pretrain the encoder on it, search, train the best candidate,
+# evaluate it and draw its predictions on a few validation images. Re-running skips finished steps
+# (status/<step>.json says done) and resumes an interrupted search or training.
+DEMO_DONE = grep -qs '"state": "done"' $(DEMO_RUN)/status/$(1).json
+DEMO_PREDICT ?= 6
 demo: venv
 	test -f $(DEMO_DATA)/val.txt || $(NASCLI) data demo $(DEMO_DATA) --size 96
 	test -f $(DEMO_RUN)/pretrain/encoder.pth || $(NASCLI) pretrain-backbone -r $(DEMO_RUN) --recipe recipes/demo.yml \
 		--data-root $(DEMO_DATA) --train-list $(DEMO_DATA)/train.txt --val-list $(DEMO_DATA)/val.txt
-	$(NASCLI) search --algo adelaide-ea -r $(DEMO_RUN) --recipe recipes/demo.yml
+	$(call DEMO_DONE,search) || $(NASCLI) search --algo adelaide-ea -r $(DEMO_RUN) --recipe recipes/demo.yml
 	$(NASCLI) pareto -r $(DEMO_RUN)
+	$(call DEMO_DONE,train) || if ls $(DEMO_RUN)/train/*/last.pth >/dev/null 2>&1; \
+		then $(NASCLI) train -r $(DEMO_RUN) --resume; else $(NASCLI) train -r $(DEMO_RUN); fi
+	$(NASCLI) eval -r $(DEMO_RUN)
+	head -n $(DEMO_PREDICT) $(DEMO_DATA)/val.txt > $(DEMO_RUN)/demo-val.txt
+	$(NASCLI) predict -r $(DEMO_RUN) --data-root $(DEMO_DATA) $(DEMO_RUN)/demo-val.txt
+	@echo "demo done: the overlays are in $$(ls -d $(DEMO_RUN)/predict/*-demo-val)"
 
 $(VENV)/.bench: $(STAMP)
 	$(PY) -m pip install -q -e '.[test,bench]'

@@ -136,3 +136,17 @@ def test_proxyless_recipe_documents_exactly_the_defaults():
     shipped = build_recipe([(str(path), read_yaml(path))])
     assert shipped.proxyless == ProxylessConfig() and shipped.search.algo == "proxyless"
     assert shipped.candidate == Recipe().candidate  # the supernet's optimiser settings shown are the defaults
+
+
+def test_demo_recipe_keeps_the_budget_the_readme_timed():
+    """`make demo`'s time (README) was measured at these step counts; a change needs a new measurement."""
+    import math
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "recipes" / "demo.yml"
+    r = build_recipe([(str(path), read_yaml(path))])
+    steps = {name: max(cfg.min_steps, cfg.epochs * math.ceil(240 / cfg.batch_size))
+             for name, cfg in (("pretrain", r.pretrain), ("train", r.train))}
+    assert steps == {"pretrain": 360, "train": 240}
+    assert r.search.random_samples + r.search.mutate_samples == 6 and r.candidate.mode == "cached"
+    assert r.data.augment.color_jitter == 0  # colour is a cue of the demo data (nascli.data.demo)

@@ -314,3 +314,26 @@ def test_unseeded_dataset_follows_torch_seed_and_batches(demo_data):
     assert torch.equal(ds[0][0], a)
     x, y = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4, 32, 32) and y.dtype == torch.int64
+
+
+def test_demo_colour_tells_a_family_never_a_class():
+    """Every colour family holds two or more classes, and shapes are painted in their family's hues: a
+    pixel's colour cannot name its class (the demo needs context)."""
+    import colorsys
+
+    from nascli.data import demo
+
+    families = np.bincount(demo.SHAPE_FAMILIES)
+    assert len(families) == len(demo.FAMILIES) and families.min() >= 2
+    hues: dict[int, list[float]] = {c: [] for c in range(1, len(CLASS_NAMES))}
+    for i in range(12):
+        image, label = demo.render(np.random.default_rng([0, 9, i]), 48)
+        for c in hues:
+            for rgb in image[label == c][::7] / 255:
+                h, s, _ = colorsys.rgb_to_hsv(*rgb)
+                if s > 0.4:  # the hue of a grey pixel means nothing
+                    hues[c].append(h)
+    for c, hs in hues.items():
+        centre = demo._FAMILY_HUES[demo.SHAPE_FAMILIES[c - 1]]
+        distance = np.abs((np.asarray(hs) - centre + 0.5) % 1.0 - 0.5)
+        assert len(hs) > 20 and np.mean(distance < 0.15) > 0.9, CLASS_NAMES[c]

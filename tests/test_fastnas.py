@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -265,8 +266,11 @@ def test_search_writes_the_adelaide_files_plus_reward_and_stage(searched):
     assert set(df["stage"]) <= {1, 2} and df["stage"].iloc[0] == 2  # the first has no running average to lose to
     assert list(pd.read_csv(sdir / "pareto_front.csv").columns) == list(df.columns)
     for _, row in df.iterrows():
-        geo = (row["mIOU"] * row["fwIOU"] * row["mean_acc"]) ** (1 / 3)
-        assert row["reward"] == pytest.approx(geo, abs=2e-6)
+        parts = [row["mIOU"], row["fwIOU"], row["mean_acc"]]
+        geo = float(np.prod(parts)) ** (1 / 3)
+        # each part is rounded to 6 decimals in result.csv: a small part carries a large relative error
+        slack = geo * sum(5e-7 / v for v in parts) / 3
+        assert row["reward"] == pytest.approx(geo, abs=1e-6 + slack)
         path = sdir / row["weights"]
         ckpt = load_checkpoint(path)
         assert not any("aux" in k for k in ckpt["state_dict"])

@@ -19,7 +19,7 @@ from nascli.tasks import get_task, infer_task, task_of
 log = logging.getLogger(__name__)
 
 RUN_RECIPE = "recipe.yaml"  # the latest resolved recipe of a run: later steps start from it
-DEMO_VERSION = 1
+DEMO_VERSION = 2  # 2: colour families shared by shape groups (nascli.data.demo)
 
 
 def load_recipe(run: RunDir | None, recipe_file: Path | None, options: dict[str, Any],
