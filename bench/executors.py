@@ -15,6 +15,7 @@ On the demo data (`nascli data demo`, 96x96) with recipes/demo.yml, one torch th
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -65,11 +66,13 @@ def main() -> None:
     if not (args.data / "val.txt").exists():
         common.nascli("data", "demo", args.data, "--size", "96")
     n = args.candidates
+    load_before = round(os.getloadavg()[0], 2)
     overhead = [search(args.data, ex, 1, 1, n) for ex in ("serial", "process", "ray")]
     throughput = [search(args.data, ex, 2, w, n) for ex in ("process", "ray") for w in (1, 2)]
     for r in overhead[1:]:  # the same candidates, the same numbers: only the time may differ
         assert (r["encodings"], r["miou"]) == (overhead[0]["encodings"], overhead[0]["miou"]), r["executor"]
-    data = {**common.header("executors"), "candidates": n, "overhead": overhead, "throughput": throughput}
+    data = {**common.header("executors"), "candidates": n, "overhead": overhead, "throughput": throughput,
+            "load_before": load_before, "load_after": round(os.getloadavg()[0], 2)}
     common.save_json("executors", data)
     common.write_section("executors", markdown(data))
     print(markdown(data))
@@ -90,7 +93,7 @@ def markdown(d: dict) -> str:
     return f"""### Executors: per-candidate overhead and 1 vs 2 workers (issue 21)
 `{d['command']}` — {d['date']}  
 Machine: {common.machine_line(m)}  
-Settings: recipes/demo.yml on the demo data (96x96, 240 train / 60 val images), `--algo random`, {d['candidates']} candidates per run, one torch thread per worker, no pretrained encoder. The machine was shared with other engineers' jobs while this ran, so every figure is an upper bound on time (a lower bound on throughput) and the ratios are noisy.
+Settings: recipes/demo.yml on the demo data (96x96, 240 train / 60 val images), `--algo random`, {d['candidates']} candidates per run, one torch thread per worker, no pretrained encoder. 1-minute load average {d.get('load_before', '?')} before, {d.get('load_after', '?')} after (2 cores): above ~1 something else was running, and the ratios are noisy at a few percent either way.
 
 Per-candidate overhead, K = 1, one worker (a candidate's time = interval between consecutive records seen by the driver, first record left out; median):
 
