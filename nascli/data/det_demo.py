@@ -82,18 +82,23 @@ def _stays_visible(visible: np.ndarray, full: np.ndarray, new: np.ndarray) -> bo
     return int((visible & ~new).sum()) >= MIN_VISIBLE * int(full.sum())
 
 
+def _any_colour(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Colours of any hue (the segmentation demo's textures take a palette): colour tells no class here."""
+    return rng.random((n, 3))
+
+
 def _texture(rng: np.random.Generator, yy: np.ndarray, xx: np.ndarray, prefer: tuple[int, ...]) -> np.ndarray:
     kind = prefer[int(rng.integers(len(prefer)))] if rng.random() < PREFERRED else int(rng.integers(len(TEXTURES)))
-    return TEXTURES[kind](rng, yy, xx)
+    return TEXTURES[kind](rng, yy, xx, _any_colour)
 
 
 def render(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[tuple[int, tuple[int, int, int, int]]]]:
     """One demo image: (size x size x 3 uint8, [(class id, (xmin, ymin, xmax, ymax)), ...])."""
     yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    image = TEXTURES[_BACKGROUND_TEXTURES[int(rng.integers(len(_BACKGROUND_TEXTURES)))]](rng, yy, xx)
+    image = TEXTURES[_BACKGROUND_TEXTURES[int(rng.integers(len(_BACKGROUND_TEXTURES)))]](rng, yy, xx, _any_colour)
     for _ in range(int(rng.integers(0, 3))):  # clutter: irregular blobs, never boxed
         region = _blob(rng, yy, xx, size)
-        image[region] = TEXTURES[int(rng.integers(len(TEXTURES)))](rng, yy, xx)[region]
+        image[region] = TEXTURES[int(rng.integers(len(TEXTURES)))](rng, yy, xx, _any_colour)[region]
     owner = np.full((size, size), -1, np.int16)  # which object each pixel shows
     objects: list[tuple[int, np.ndarray, tuple[int, ...]]] = []  # (class, full mask, full box)
     wanted = 0 if rng.random() < EMPTY_SHARE else int(rng.integers(1, MAX_OBJECTS + 1))
