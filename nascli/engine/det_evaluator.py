@@ -35,14 +35,13 @@ BN_BATCHES = 16  # training batches (augmented) that re-estimate BN statistics b
 
 class DetectionCandidateEvaluator:
     mode = "full"  # what records say: candidates train end to end, whatever candidate.mode says
+
     def __init__(self, *, recipe: Recipe, space, train, val, progress: Callable[[dict], None] | None = None,
-                 cache_dir: Path | None = None, encoder_state: dict | None = None, encoder_file: Path | None = None,
-                 **_unused):
+                 cache_dir: Path | None = None, encoder_state: dict | None = None, **_unused):
         self.recipe, self.space = recipe, space
         self.encoder_state = encoder_state  # the search's MobileNetV2 encoder (pretrain-backbone's, if any)
         self.task = get_task("detection")
         self.num_classes = recipe.data.num_classes
-        self.train_size = len(train)  # the lists as the search read them; a candidate re-reads them at its size
         self.device = torch.device(recipe.device)
         self.cfg = with_min_steps(recipe.candidate, math.ceil(len(train) / recipe.candidate.batch_size),
                                   "candidate training")
