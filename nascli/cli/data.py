@@ -65,14 +65,7 @@ def check(
         return
     num_classes, names = _classes(num_classes, files[0], data_root)
     reports = [inspect_list(f, data_root, num_classes, ignore_index, limit, class_names=names) for f in files]
-    checked = sum(r.checked for r in reports)
-    problems = [p for r in reports for p in r.problems]
-    warnings = [w for r in reports for w in r.warnings]
-    bad = len({(p.file, p.line) for p in problems})
-    summary = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {bad} of {checked} samples"
-               if problems else f"{checked} samples in {len(files)} list file{'s' if len(files) != 1 else ''}: no problems")
-    if warnings:
-        summary += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+    checked, problems, warnings, summary = summarise(reports, files)
     if json_out:
         console.print_json({"checked": checked, "num_classes": num_classes, "ignore_index": ignore_index,
                             "problems": [p.to_dict() for p in problems],
@@ -182,3 +175,16 @@ def demo(
     console.say(f"Wrote {n_train} training and {n_val} validation images ({size}x{size}, "
                 f"{len(CLASS_NAMES)} classes) to {out}")
     console.next_step(next_command)
+
+
+def summarise(reports: list, files: list) -> tuple[int, list, list, str]:
+    """(samples checked, problems, warnings, the one-line summary) of list-check reports (either task's)."""
+    checked = sum(r.checked for r in reports)
+    problems = [p for r in reports for p in r.problems]
+    warnings = [w for r in reports for w in r.warnings]
+    bad = len({(p.file, p.line) for p in problems})
+    summary = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {bad} of {checked} samples"
+               if problems else f"{checked} samples in {len(files)} list file{'s' if len(files) != 1 else ''}: no problems")
+    if warnings:
+        summary += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+    return checked, problems, warnings, summary

@@ -57,18 +57,12 @@ def detection_classes(num_classes: int | None, first_list: Path, data_root: Path
 def check_detection(files: list[Path], data_root: Path | None, num_classes: int | None, limit: int | None,
                     json_out: bool) -> None:
     """Check detection list files, print every problem and each list's statistics; CheckFailed on problems."""
+    from nascli.cli.data import summarise
     from nascli.data.det_check import inspect_detection_list
 
     names = detection_classes(num_classes, files[0], data_root)
     reports = [inspect_detection_list(f, data_root, names, limit) for f in files]
-    checked = sum(r.checked for r in reports)
-    problems = [p for r in reports for p in r.problems]
-    warnings = [w for r in reports for w in r.warnings]
-    bad = len({(p.file, p.line) for p in problems})
-    summary = (f"{len(problems)} problem{'s' if len(problems) != 1 else ''} in {bad} of {checked} samples"
-               if problems else f"{checked} samples in {len(files)} list file{'s' if len(files) != 1 else ''}: no problems")
-    if warnings:
-        summary += f", {len(warnings)} warning{'s' if len(warnings) != 1 else ''}"
+    checked, problems, warnings, summary = summarise(reports, files)
     if json_out:
         console.print_json({"task": "detection", "checked": checked, "class_names": names,
                             "problems": [p.to_dict() for p in problems], "warnings": [w.to_dict() for w in warnings],

@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from nascli.errors import ConfigError
-from nascli.tasks.segmentation import raise_problems
+from nascli.tasks.segmentation import check_lists
 
 log = logging.getLogger(__name__)
 
@@ -38,14 +38,7 @@ class DetectionTask:
         from nascli.data.det_check import inspect_detection_list
 
         d = recipe.data
-        problems = []
-        for needed, path in ((train, d.train_list), (val, d.val_list)):
-            if needed and path is not None:
-                report = inspect_detection_list(path, d.data_root, d.class_names)
-                problems += report.problems
-                for w in report.warnings:
-                    log.warning("%s%s", w, f"; hint: {w.hint}" if w.hint else "")
-        raise_problems(problems, recipe)
+        check_lists(recipe, train, val, lambda path: inspect_detection_list(path, d.data_root, d.class_names))
 
     def datasets(self, recipe, *, augment_seed: int | None = None, train: bool = True,
                  max_train: int | None = None, max_val: int | None = None):

@@ -38,14 +38,8 @@ class SegmentationTask:
         never raised: the data is legal, only probably not what the user meant.
         """
         d = recipe.data
-        problems = []
-        for needed, path in ((train, d.train_list), (val, d.val_list)):
-            if needed and path is not None:
-                report = inspect_list(path, d.data_root, d.num_classes, d.ignore_index, class_names=d.class_names)
-                problems += report.problems
-                for w in report.warnings:
-                    log.warning("%s%s", w, f"; hint: {w.hint}" if w.hint else "")
-        raise_problems(problems, recipe)
+        check_lists(recipe, train, val, lambda path: inspect_list(path, d.data_root, d.num_classes, d.ignore_index,
+                                                                   class_names=d.class_names))
 
     def datasets(self, recipe, *, augment_seed: int | None = None, train: bool = True,
                  max_train: int | None = None, max_val: int | None = None):
@@ -142,6 +136,20 @@ class SegmentationTask:
     def epoch_text(self, row: dict) -> str:
         text = f"val mIoU {row['val_miou']:.4f}, pixel acc {row['val_pixel_acc']:.4f}"
         return text + (f", DEGENERATE ({row['degenerate']})" if row["degenerate"] else "")
+
+
+def check_lists(recipe, train: bool, val: bool, inspect) -> None:
+    """`inspect(list_file)` (a task's list check) over the lists asked for: its warnings logged, the first
+    problem raised (`raise_problems`)."""
+    d = recipe.data
+    problems = []
+    for needed, path in ((train, d.train_list), (val, d.val_list)):
+        if needed and path is not None:
+            report = inspect(path)
+            problems += report.problems
+            for w in report.warnings:
+                log.warning("%s%s", w, f"; hint: {w.hint}" if w.hint else "")
+    raise_problems(problems, recipe)
 
 
 def raise_problems(problems: list, recipe) -> None:
