@@ -98,7 +98,10 @@ def main() -> None:
     p.add_argument("--size", default="360x480")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--subnets", type=int, default=20)
-    p.add_argument("--runs", type=int, default=20, help="timed runs per whole subnet")
+    p.add_argument("--runs", type=int, default=20, help="timed runs per whole subnet and round")
+    p.add_argument("--rounds", type=int, default=3, help="round-robin rounds over the checked subnets")
+    p.add_argument("--repeat", action="store_true",
+                   help="time the same check subnets a second time: how well the measurement agrees with itself")
     p.add_argument("--run", type=Path, help="a proxyless search run: its derived subnets are checked too")
     p.add_argument("--steps", type=int, default=10, help="timed training steps per network for the step cost")
     p.add_argument("--out", type=Path, default=common.ROOT / "runs" / "bench-proxyless-lut")
@@ -120,25 +123,40 @@ def main() -> None:
         derived = list(table["encoding"])
     started = time.perf_counter()
     result = lut.run(recipe, RunDir(args.out), num_classes=args.num_classes, check=args.subnets, encodings=derived,
-                     runs=args.runs)
+                     runs=args.runs, rounds=args.rounds, recalibrate=True)
+    repeat = None
+    if args.repeat:  # the same subnets again, in the same sitting: the measurement's own noise
+        again = lut.run(recipe, RunDir(args.out), num_classes=args.num_classes,
+                        encodings=[r["encoding"] for r in result.rows], runs=args.runs, rounds=args.rounds)
+        a, b = pd.Series([r["measured_ms"] for r in result.rows]), pd.Series([r["measured_ms"] for r in again.rows])
+        repeat = {"median_abs_diff_pct": round(float(((a - b).abs() / a).median() * 100), 2),
+                  "spearman": round(float(a.corr(b, method="spearman")), 4)}
     rows = [{**r, "kind": "derived" if r["encoding"] in derived else "random"} for r in result.rows]
     cost = step_cost(recipe, args.num_classes, derived[0] if derived else rows[0]["encoding"], args.steps, args.threads)
     data = {**common.header("proxyless_lut"), "runtime": args.runtime, "size": list(size), "threads": args.threads,
             "table_file": str(result.table_file), "entries": result.entries, "measured_now": result.measured,
-            "summary": result.summary, "rows": rows, "step_cost": cost, "seconds": round(time.perf_counter() - started, 1)}
+            "summary": result.summary, "calibration": result.calibration, "repeat": repeat, "rows": rows,
+            "step_cost": cost, "seconds": round(time.perf_counter() - started, 1)}
     common.save_json("proxyless_lut", data)
-    s = result.summary
+    s, cal = result.summary, result.calibration or {}
+    noise = (f"The same {len(rows)} subnets timed again right after: median |difference| {repeat['median_abs_diff_pct']}%,"
+             f" Spearman {repeat['spearman']} between the two measurements (the ceiling for any predictor).\n"
+             if repeat else "")
     md = f"""### Proxyless latency table vs measured whole subnets (issue 18)
 
 `{data['command']}` ({data['date']}; {common.machine_line(data['machine'])}).
 
 {args.runtime} at {size[0]}x{size[1]}, batch 1, {args.threads} threads; {result.entries} table entries
-({result.measured} measured in this run), then {len(rows)} subnets timed whole one after another
-({args.runs} runs each, median). Targets: median absolute error <= 10%, Spearman rho >= 0.9.
+({result.measured} measured in this run). The fixed parts (stem, head, call overhead) costed in context from
+{cal.get('subnets')} other random subnets timed whole (recalibrated now): {cal.get('fixed_ms')} ms, against
+{cal.get('fixed_alone_ms')} ms timed alone. Then {len(rows)} held-out subnets timed whole, round-robin
+({args.rounds} rounds of {args.runs} runs, median of the round medians). Targets: median absolute error
+<= 10%, Spearman rho >= 0.9.
 
-**Median absolute error {s.get('median_abs_error_pct')}%, Spearman rho {s.get('spearman')}** over {s.get('subnets')} subnets.
-
-{common.table(rows, ['kind', 'encoding', 'predicted_ms', 'measured_ms', 'error_pct'])}
+**Median absolute error {s.get('median_abs_error_pct')}%, Spearman rho {s.get('spearman')}** over {s.get('subnets')} subnets
+(uncalibrated, the plain sum of entries: median absolute error {s.get('uncalibrated_median_abs_error_pct')}%).
+{noise}
+{common.table(rows, ['kind', 'encoding', 'predicted_ms', 'uncalibrated_ms', 'measured_ms', 'error_pct'])}
 
 Training-step cost (target <= 1.5x): a supernet weight step (one sampled path) {cost['supernet_ms']} ms vs
 the fixed network of `{cost['encoding']}` {cost['fixed_ms']} ms, batch {cost['batch']} at

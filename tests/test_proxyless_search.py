@@ -13,11 +13,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from nascli.engine.supernet import LatencyModel, constrained_sample, most_probable_under_budget, sample_path
-from nascli.errors import ConfigError
+from nascli.engine.supernet import (
+    LatencyModel,
+    calibration_codes,
+    constrained_sample,
+    most_probable_under_budget,
+    sample_path,
+)
+from nascli.errors import ConfigError, RunDirError
 from nascli.faults import ENV as KILL_AT
-from nascli.profile.lut import LatencyTable, entry_key, fingerprint
+from nascli.profile.lut import LatencyTable, entry_key, fingerprint, fixed_in_context, layout_id
 from nascli.spaces.proxyless import ProxylessConfig, ProxylessSpace
 from nascli.zoo.proxyless import build_supernet, lut_layout, supernet_kwargs
 
@@ -167,6 +174,22 @@ def test_latency_table_is_cached_by_fingerprint_and_predicts_the_sum(tmp_path):
     path = [0] * len(layers)
     assert model.predict(path) == pytest.approx(sum(table[e.key] for e in fixed)
                                                  + sum(table[row[0].key] for row in layers))
+    # calibrated in context: the fixed parts become the median gap between whole subnets and their layers
+    cal = fixed_in_context([1.0, 2.0, 3.0], [4.0, 4.5, 7.0])
+    assert cal == {"fixed_ms": 3.0, "subnets": 3, "gap_spread_ms": pytest.approx(0.6236, abs=1e-4)}
+    assert fixed_in_context([5.0], [4.0])["fixed_ms"] == 0.0  # never negative
+    table.calibrations[layout_id((layers, fixed))] = cal
+    table.save()
+    calibrated = LatencyModel.from_table(LatencyTable.open(fp, tmp_path / "lut.json"), (layers, fixed))
+    assert calibrated.calibrated and calibrated.predict(path) == pytest.approx(3.0 + model.layer_sum(path))
+    assert LatencyModel.from_table(table, (layers, fixed), raw=True).predict(path) == pytest.approx(model.predict(path))
+    other_size = lut_layout(space, (64, 64), 3, **supernet_kwargs(CFG))
+    assert layout_id(other_size) != layout_id((layers, fixed))  # a calibration holds for its own layout only
+    broken = json.loads((tmp_path / "lut.json").read_text())
+    broken["calibrations"] = {"x": {"fixed_ms": "fast"}}
+    (tmp_path / "bad.json").write_text(json.dumps(broken))
+    with pytest.raises(RunDirError, match="broken calibrations"):
+        LatencyTable.load(tmp_path / "bad.json")
 
 
 # --- end to end -----------------------------------------------------------------------------------
@@ -319,7 +342,14 @@ def test_lut_command_measures_once_and_checks_whole_subnets(tmp_path, proxyless_
     assert first.code == 0, first.stderr
     out = json.loads(first.stdout)
     assert out["measured_now"] == out["entries"] > 0 and len(out["check"]) == 3
-    assert set(out["summary"]) == {"subnets", "median_abs_error_pct", "spearman"}
+    assert set(out["summary"]) == {"subnets", "median_abs_error_pct", "spearman", "uncalibrated_median_abs_error_pct",
+                                   "calibrated", "rounds", "runs"}
+    cal = out["calibration"]  # the fixed parts costed in context, from subnets the check does not reuse
+    assert out["summary"]["calibrated"] and cal["subnets"] == 10 and cal["fixed_ms"] >= 0 and cal["fixed_alone_ms"] > 0
+    space = ProxylessSpace.from_config(ProxylessConfig(**yaml.safe_load(proxyless_recipe.read_text())["proxyless"]))
+    assert not {r["encoding"] for r in out["check"]} & set(calibration_codes(space, 10))
+    stored = json.loads(Path(out["table_file"]).read_text())["calibrations"]
+    assert list(stored.values()) == [cal]
     for row in out["check"]:
         assert row["predicted_ms"] > 0 and row["measured_ms"] > 0
         assert row["error_pct"] == pytest.approx(100 * (row["predicted_ms"] - row["measured_ms"]) / row["measured_ms"],

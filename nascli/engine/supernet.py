@@ -58,7 +58,7 @@ from nascli.engine.loops import make_optimizer, make_scheduler, recalibrate_bn
 from nascli.errors import ConfigError, RunDirError
 from nascli.faults import fault_point
 from nascli.profile.cost import count_macs, count_params
-from nascli.profile.lut import OVERHEAD, LatencyTable, expected_latency, fingerprint
+from nascli.profile.lut import OVERHEAD, LatencyTable, calibrate, expected_latency, fingerprint, layout_id, timing_model
 from nascli.rundir import atomic_write
 from nascli.seeding import derive_seed
 from nascli.spaces.proxyless import ProxylessSpace
@@ -82,15 +82,23 @@ STATE_FILE, LUT_FILE = "supernet.pt", "lut.json"
 class LatencyModel:
     """Per-layer latency of every choice (ms, skip 0) plus the fixed parts, from a lookup table."""
 
-    def __init__(self, per_layer: list[list[float]], fixed: float):
-        self.per_layer, self.fixed = per_layer, fixed
+    def __init__(self, per_layer: list[list[float]], fixed: float, calibrated: bool = False):
+        self.per_layer, self.fixed, self.calibrated = per_layer, fixed, calibrated
         self.tensors = [torch.tensor(row, dtype=torch.float32) for row in per_layer]
 
     @classmethod
-    def from_table(cls, table: LatencyTable, layout) -> "LatencyModel":
+    def from_table(cls, table: LatencyTable, layout, *, raw: bool = False) -> "LatencyModel":
+        """Layers from their entries; the fixed parts as calibrated in context for this layout if the table
+        holds that (nascli.profile.lut), else the sum of their own entries (`raw` forces the latter)."""
         layers, fixed = layout
-        return cls([[0.0 if e is None else table.net(e.key) for e in row] for row in layers],
-                   table.predict([e.key for e in fixed]))  # the fixed parts carry the one call overhead
+        per_layer = [[0.0 if e is None else table.net(e.key) for e in row] for row in layers]
+        calibration = None if raw else table.calibrations.get(layout_id(layout))
+        if calibration is not None:
+            return cls(per_layer, float(calibration["fixed_ms"]), calibrated=True)
+        return cls(per_layer, table.predict([e.key for e in fixed]))  # the fixed parts carry the one call overhead
+
+    def layer_sum(self, path: Sequence[int]) -> float:
+        return sum(row[i] for row, i in zip(self.per_layer, path))
 
     def predict(self, path: Sequence[int]) -> float:
         return self.fixed + sum(row[i] for row, i in zip(self.per_layer, path))
@@ -101,6 +109,32 @@ class LatencyModel:
     def expected(self, alphas: Sequence[torch.Tensor]) -> torch.Tensor:
         """E[lat] under softmax(alpha), with the graph kept (a real gradient into alpha)."""
         return expected_latency([torch.softmax(a, 0) for a in alphas], self.tensors, self.fixed)
+
+
+CALIBRATION_SEED = 0x1CA1  # the calibration subnets are a property of the layout, not of a search's seed
+
+
+def calibration_codes(space: ProxylessSpace, n: int) -> list[str]:
+    """The `n` random subnets (distinct where the space has enough) a layout is calibrated on."""
+    rng = random.Random(CALIBRATION_SEED)
+    codes: list[str] = []
+    for _ in range(100 * n):
+        if len(codes) == n:
+            break
+        code = space.sample(rng)
+        if code not in codes:
+            codes.append(code)
+    return codes
+
+
+def calibrate_layout(table: LatencyTable, space: ProxylessSpace, px, layout, size: tuple[int, int],
+                     num_classes: int) -> dict:
+    """`px.lut_calibrate` random subnets of `space` timed whole: the fixed parts' in-context cost (profile.lut)."""
+    codes = calibration_codes(space, px.lut_calibrate)
+    raw = LatencyModel.from_table(table, layout, raw=True)
+    models = [timing_model(build_proxyless(**model_kwargs(px, code, num_classes)), size) for code in codes]
+    return calibrate(table, layout, [raw.layer_sum(space.indices(c)) for c in codes], models, size,
+                     runs=px.lut_runs)
 
 
 def sample_path(probs: Sequence[Sequence[float]], rng: random.Random) -> list[int]:
@@ -215,6 +249,8 @@ class SupernetEvaluator:
                      size_str(self.latency_size), s.latency_runtime, s.latency_threads, table.path)
         table.measure(entries, runs=self.px.lut_runs,
                       progress=lambda done, total: self.progress({"event": "cache", "done": done, "total": total}))
+        if self.px.lut_calibrate and layout_id(self._layout()) not in table.calibrations:
+            calibrate_layout(table, self.space, self.px, self._layout(), self.latency_size, self.num_classes)
         if own is not None:
             own.parent.mkdir(parents=True, exist_ok=True)
             table.save(own)

@@ -13,6 +13,14 @@ entry's random inputs; an entry with nothing to quantize, e.g. the call overhead
 would run inside an int8 model). Each int8 entry pays its own input quantize and output dequantize, which
 a whole int8 network pays once: `nascli lut --check` measures what that does to the sums.
 Entries are medians of `runs` timed calls after a warm-up.
+
+In context (`calibrate`): an op timed alone pays what a whole network pays once (the runtime's layout
+reorders at the graph's edges, the session call) and the fixed parts are timed in a graph of their own,
+so the plain sum is biased (on one 2-core machine it over-predicted whole subnets by 20% on average, on
+another under load it under-predicted). The table therefore keeps, per layout (a space at a size), the
+fixed parts' cost measured in context: the median over a few whole subnets, timed round-robin, of
+measured minus the sum of their layers' entries. Layers keep their own entries (their differences are
+what the search trades), so the gradient into alpha and the ranking come from the table as measured.
 """
 
 from __future__ import annotations
@@ -83,10 +91,12 @@ def default_path(fp: dict) -> Path:
 class LatencyTable:
     """Milliseconds per entry key, for one fingerprint."""
 
-    def __init__(self, fp: dict, entries: dict[str, float] | None = None, path: Path | None = None):
+    def __init__(self, fp: dict, entries: dict[str, float] | None = None, path: Path | None = None,
+                 calibrations: dict[str, dict] | None = None):
         self.fingerprint = fp
         self.entries: dict[str, float] = dict(entries or {})
         self.path = path
+        self.calibrations: dict[str, dict] = dict(calibrations or {})  # layout_id -> {"fixed_ms": ..., ...}
 
     @classmethod
     def load(cls, path: Path, fp: dict | None = None) -> "LatencyTable":
@@ -104,7 +114,12 @@ class LatencyTable:
         if fp is not None and data.get("fingerprint") != fp:
             raise RunDirError(f"latency table {path} was measured on {data.get('fingerprint')}, not {fp}",
                               hint="use a table of this machine and setting, or delete it to measure again")
-        return cls(data["fingerprint"], {str(k): float(v) for k, v in data["entries"].items()}, path)
+        calibrations = data.get("calibrations") or {}
+        if not isinstance(calibrations, dict) or not all(
+                isinstance(c, dict) and isinstance(c.get("fixed_ms"), (int, float)) for c in calibrations.values()):
+            raise RunDirError(f"latency table {path} has a broken calibrations section",
+                              hint="delete it: the table is measured again")
+        return cls(data["fingerprint"], {str(k): float(v) for k, v in data["entries"].items()}, path, calibrations)
 
     @classmethod
     def open(cls, fp: dict, path: Path | None = None) -> "LatencyTable":
@@ -115,7 +130,8 @@ class LatencyTable:
     def save(self, path: Path | None = None) -> Path:
         path = Path(path or self.path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(path, {"format": FORMAT, "fingerprint": self.fingerprint, "entries": self.entries})
+        atomic_write_json(path, {"format": FORMAT, "fingerprint": self.fingerprint, "entries": self.entries,
+                                 "calibrations": self.calibrations})
         return path
 
     def missing(self, entries: Sequence[Entry]) -> list[Entry]:
@@ -152,6 +168,52 @@ class LatencyTable:
     def predict(self, keys: Sequence[str]) -> float:
         """A network's latency: the sum of its entries, the per-call overhead counted once."""
         return float(sum(self.net(k) for k in keys) + self.entries.get(OVERHEAD.key, 0.0))
+
+
+def layout_id(layout) -> str:
+    """Names one layout (per layer the entry keys of its choices, then the fixed entries): what a calibration is of."""
+    layers, fixed = layout
+    keys = [[None if e is None else e.key for e in row] for row in layers], [e.key for e in fixed]
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
+
+
+def fixed_in_context(layer_sums: Sequence[float], measured: Sequence[float]) -> dict:
+    """The fixed parts' in-context cost from whole subnets: median of (measured - sum of layer entries), >= 0."""
+    gaps = np.asarray(measured, dtype=np.float64) - np.asarray(layer_sums, dtype=np.float64)
+    fixed = max(0.0, float(np.median(gaps)))
+    return {"fixed_ms": round(fixed, 5), "subnets": len(gaps), "gap_spread_ms": round(float(np.std(gaps)), 5)}
+
+
+def calibrate(table: "LatencyTable", layout, layer_sums: Sequence[float], models: Sequence[nn.Module],
+              input_size: tuple[int, int], *, rounds: int = 3, runs: int = 20) -> dict:
+    """Time `models` (whole subnets of `layout`, their layers' entry sums `layer_sums`) in the table's runtime
+    and thread count, round-robin, and keep the fixed parts' in-context cost for this layout in the table."""
+    from nascli.profile.onnx_latency import time_whole_models
+
+    fp = table.fingerprint
+    measured = time_whole_models(list(models), input_size, fp["runtime"], fp["threads"], rounds=rounds, runs=runs)
+    _, fixed = layout
+    calibration = {**fixed_in_context(layer_sums, measured), "fixed_alone_ms": round(table.predict([e.key for e in fixed]), 5),
+                   "rounds": rounds, "runs": runs}
+    table.calibrations[layout_id(layout)] = calibration
+    if table.path is not None:
+        table.save()
+    log.info("latency table: fixed parts %.3f ms in context (%.3f ms timed alone), from %d whole subnets",
+             calibration["fixed_ms"], calibration["fixed_alone_ms"], len(models))
+    return calibration
+
+
+def timing_model(net: nn.Module, size: tuple[int, int]) -> nn.Module:
+    """A randomly initialised network with its BN statistics measured on random images, so that every layer
+    sees unit-scale activations as a trained network's do. With BN's default statistics a random subnet's
+    activations shrink layer by layer (mean |x| ~1e-6 at stride 32 here) towards denormal floats, which a
+    CPU computes slowly; on one subnet in ONNX Runtime the effect measured was small (51.5 vs 49.5 ms with
+    denormals as zero, on a busy machine), but a table is compared with what a trained model would do."""
+    from nascli.engine.loops import recalibrate_bn
+
+    gen = torch.Generator().manual_seed(0)
+    recalibrate_bn(net, [torch.randn(2, 3, *size, generator=gen)])
+    return net.eval()
 
 
 def _inputs(shapes: Sequence[Sequence[int]]) -> list[torch.Tensor]:

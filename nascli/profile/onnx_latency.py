@@ -92,6 +92,38 @@ def round_robin(fns: dict[str, Callable[[], object]], *, rounds: int = 3, warmup
     return out
 
 
+def whole_model_runner(model: nn.Module, input_size: tuple[int, int], runtime: str, threads: int | None,
+                       ) -> Callable[[], object]:
+    """One prepared batch-1 forward pass of `model` as `runtime` runs it (torch: call it under
+    `torch_threads`; the ONNX sessions carry their own thread count)."""
+    import torch
+
+    x = np.random.default_rng(0).standard_normal((1, 3, *input_size), dtype=np.float32)
+    if runtime == "torch":
+        model, xt = model.eval(), torch.from_numpy(x)
+
+        def forward():
+            with torch.no_grad():
+                return model(xt)
+        return forward
+    if runtime not in ("onnxruntime", "onnxruntime-int8"):
+        raise ValueError(f"unknown latency runtime {runtime!r}")
+    data = export_bytes(model, input_size) if runtime == "onnxruntime" else int8_bytes(model, input_size)[1]
+    sess = session(data, threads=threads)
+    return lambda: sess.run(None, {INPUT_NAME: x})
+
+
+def time_whole_models(models: list[nn.Module], input_size: tuple[int, int], runtime: str, threads: int | None, *,
+                      rounds: int = 3, runs: int = 20, warmup: int = 5) -> list[float]:
+    """Median ms of each model, all timed round-robin (`rounds` rounds of `runs`), so drift hits them alike."""
+    from nascli.profile.latency import torch_threads
+
+    fns = {str(i): whole_model_runner(m, input_size, runtime, threads) for i, m in enumerate(models)}
+    with torch_threads(threads if runtime == "torch" else None):
+        timed = round_robin(fns, rounds=rounds, warmup=warmup, runs=runs)
+    return [timed[str(i)]["median_ms"] for i in range(len(models))]
+
+
 def fp32_vs_int8(model: nn.Module, input_size: tuple[int, int], *, threads: int | None = None, batch: int = 1,
                  warmup: int = 5, runs: int = 30, min_seconds: float = 0.0, rounds: int = 3,
                  opset: int = DEFAULT_OPSET) -> dict:

@@ -68,6 +68,7 @@ class ProxylessConfig(BaseModel):
     bn_batches: int = Field(8, ge=1)  # batches for re-estimating BN of a subnet before it is scored
     checkpoint_steps: int = Field(20, ge=1)  # the supernet state is saved every N steps (and each epoch)
     lut_runs: int = Field(20, ge=1)  # timed runs per latency-table entry
+    lut_calibrate: int = Field(10, ge=0)  # whole random subnets timed once per layout: the fixed parts in context
     lut_file: Optional[str] = None  # where the latency table is cached (default: ~/.cache/nascli/lut/)
 
     @field_validator("ops")

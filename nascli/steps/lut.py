@@ -4,7 +4,9 @@ The table is the one a search with the same settings uses (nascli.profile.lut: c
 fingerprint, so measuring it here first makes the search start at once). With `check=N`, N random
 subnets are built whole and timed by the same runtime, in turn, and their predicted latency (the sum of
 table entries) is compared with the measured one: the median absolute error in percent and Spearman's
-rank correlation say whether the table can be trusted to rank and to constrain.
+rank correlation say whether the table can be trusted to rank and to constrain. The check's subnets are
+timed round-robin (`rounds` rounds of `runs`: a drifting machine slows them alike) and are never among
+the calibration subnets (nascli.profile.lut.calibrate), so the error reported is on held-out networks.
 
 Writes RUN/profile/lut-<runtime>-<HxW>-<threads>t.json (the table's fingerprint and file, the check's rows).
 """
@@ -21,11 +23,10 @@ import pandas as pd
 
 from nascli.config import Recipe
 from nascli.engine.evaluator import size_str
-from nascli.engine.loops import recalibrate_bn
-from nascli.engine.supernet import LatencyModel
+from nascli.engine.supernet import LatencyModel, calibrate_layout, calibration_codes
 from nascli.errors import EncodingError, UsageError
-from nascli.profile.lut import OVERHEAD, LatencyTable, fingerprint
-from nascli.profile.onnx_latency import LATENCY_RUNTIMES, latency_function
+from nascli.profile.lut import OVERHEAD, LatencyTable, fingerprint, layout_id, timing_model
+from nascli.profile.onnx_latency import LATENCY_RUNTIMES, time_whole_models
 from nascli.profile.system import machine, versions
 from nascli.rundir import RunDir, atomic_write_json
 from nascli.seeding import derive_seed
@@ -45,11 +46,13 @@ class LutResult:
     seconds: float
     rows: list[dict] = field(default_factory=list)
     summary: dict = field(default_factory=dict)
+    calibration: dict | None = None
 
 
 def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, encodings: list[str] | None = None,
-        runs: int = 20) -> LutResult:
-    """Measure what the table lacks; with `check`, time random (and the given) subnets against it."""
+        runs: int = 20, rounds: int = 3, recalibrate: bool = False) -> LutResult:
+    """Measure what the table lacks and calibrate its fixed parts in context (unless proxyless.lut_calibrate
+    is 0); with `check`, time random (and the given) subnets, none of them a calibration subnet, against it."""
     started = time.perf_counter()
     s, cfg = recipe.search, recipe.proxyless
     space = ProxylessSpace.from_config(cfg)
@@ -64,47 +67,45 @@ def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, en
     layers, fixed = layout
     entries = [e for row in layers for e in row if e is not None] + list(fixed) + [OVERHEAD]
     measured = table.measure(entries, runs=cfg.lut_runs)
-    latency = LatencyModel.from_table(table, layout)
+    if cfg.lut_calibrate and (recalibrate or layout_id(layout) not in table.calibrations):
+        calibrate_layout(table, space, cfg, layout, size, num_classes)
+    calibration = table.calibrations.get(layout_id(layout)) if cfg.lut_calibrate else None
+    latency = LatencyModel.from_table(table, layout, raw=calibration is None)
+    raw = LatencyModel.from_table(table, layout, raw=True)
+    held_out = set(calibration_codes(space, cfg.lut_calibrate)) if calibration else set()
     rng = random.Random(derive_seed(recipe.seed, 0x1C7))
-    while len(codes) < len(encodings or []) + check:
+    for _ in range(100 * max(1, check)):
+        if len(codes) >= len(encodings or []) + check:
+            break
         code = space.sample(rng)
-        if code not in codes:
+        if code not in codes and code not in held_out:
             codes.append(code)
-    measure = latency_function(s.latency_runtime)
     rows = []
-    for i, code in enumerate(codes):
-        net = timing_model(build_proxyless(**model_kwargs(cfg, code, num_classes)), size)
-        got = measure(net, size, device="cpu", threads=s.latency_threads, warmup=5, runs=runs)["median_ms"]
-        pred = latency.predict(space.indices(code))
-        rows.append({"encoding": code, "predicted_ms": round(pred, 4), "measured_ms": round(got, 4),
-                     "error_pct": round(100 * (pred - got) / got, 2)})
-        log.info("subnet %d/%d %s: predicted %.2f ms, measured %.2f ms", i + 1, len(codes), code, pred, got)
+    if codes:
+        nets = [timing_model(build_proxyless(**model_kwargs(cfg, code, num_classes)), size) for code in codes]
+        got = time_whole_models(nets, size, s.latency_runtime, s.latency_threads, rounds=rounds, runs=runs)
+        for code, ms in zip(codes, got):
+            path = space.indices(code)
+            pred = latency.predict(path)
+            rows.append({"encoding": code, "predicted_ms": round(pred, 4), "measured_ms": round(ms, 4),
+                         "error_pct": round(100 * (pred - ms) / ms, 2), "uncalibrated_ms": round(raw.predict(path), 4)})
+            log.info("subnet %s: predicted %.2f ms, measured %.2f ms", code, pred, ms)
     summary = {}
     if len(rows) >= 2:
         df = pd.DataFrame(rows)
+        raw_err = 100 * (df["uncalibrated_ms"] - df["measured_ms"]) / df["measured_ms"]
         summary = {"subnets": len(rows), "median_abs_error_pct": round(float(df["error_pct"].abs().median()), 2),
-                   "spearman": round(float(df["predicted_ms"].corr(df["measured_ms"], method="spearman")), 4)}
+                   "spearman": round(float(df["predicted_ms"].corr(df["measured_ms"], method="spearman")), 4),
+                   "uncalibrated_median_abs_error_pct": round(float(raw_err.abs().median()), 2),
+                   "calibrated": calibration is not None, "rounds": rounds, "runs": runs}
     out = run_dir.path / "profile" / f"lut-{s.latency_runtime}-{size_str(size)}-{s.latency_threads}t.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, {"fingerprint": fp, "table_file": str(table.path), "input_size": list(size),
                             "num_classes": num_classes, "entries": len(entries), "measured_now": measured,
-                            "fastest_subnet_ms": round(latency.fastest(), 4), "check": rows, "summary": summary,
-                            "versions": versions(), **machine()})
+                            "calibration": calibration, "fastest_subnet_ms": round(latency.fastest(), 4),
+                            "check": rows, "summary": summary, "versions": versions(), **machine()})
     return LutResult(out, Path(table.path), len({e.key for e in entries}), measured, latency.fastest(),
-                     time.perf_counter() - started, rows, summary)
-
-
-def timing_model(net, size: tuple[int, int]):
-    """A randomly initialised network with its BN statistics measured on random images, so that every layer
-    sees unit-scale activations as a trained network's do. With BN's default statistics a random subnet's
-    activations shrink layer by layer (mean |x| ~1e-6 at stride 32 here) towards denormal floats, which a
-    CPU computes slowly; on one subnet in ONNX Runtime the effect measured was small (51.5 vs 49.5 ms with
-    denormals as zero, on a busy machine), but a table is compared with what a trained model would do."""
-    import torch
-
-    gen = torch.Generator().manual_seed(0)
-    recalibrate_bn(net, [torch.randn(2, 3, *size, generator=gen)])
-    return net.eval()
+                     time.perf_counter() - started, rows, summary, calibration)
 
 
 def check_runtime(runtime: str | None) -> None:

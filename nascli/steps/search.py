@@ -78,7 +78,8 @@ INT_COLUMNS = ["index", "flops", "parameters", "epochs", "mutated_position", "st
 SEARCH_KEYS = ("seed", "space.", "data.", "search.", "candidate.") + tuple(
     f"{a.section}." for a in ALGORITHMS.values() if a.section)
 RESUMABLE_CHANGES = ("search.random_samples", "search.mutate_samples", "search.samples", "search.max_retries",
-                     "data.workers", "candidate.cache_memory_gb", "proxyless.front_samples", "proxyless.lut_file")
+                     "data.workers", "candidate.cache_memory_gb", "proxyless.front_samples", "proxyless.lut_file",
+                     "proxyless.lut_calibrate")
 
 
 @dataclass
