@@ -101,7 +101,7 @@ class LatencyModel:
         return sum(row[i] for row, i in zip(self.per_layer, path))
 
     def predict(self, path: Sequence[int]) -> float:
-        return self.fixed + sum(row[i] for row, i in zip(self.per_layer, path))
+        return self.fixed + self.layer_sum(path)
 
     def fastest(self) -> float:
         return self.fixed + sum(min(row) for row in self.per_layer)
@@ -114,17 +114,21 @@ class LatencyModel:
 CALIBRATION_SEED = 0x1CA1  # the calibration subnets are a property of the layout, not of a search's seed
 
 
-def calibration_codes(space: ProxylessSpace, n: int) -> list[str]:
-    """The `n` random subnets (distinct where the space has enough) a layout is calibrated on."""
-    rng = random.Random(CALIBRATION_SEED)
+def distinct_codes(space: ProxylessSpace, rng: random.Random, n: int, exclude=()) -> list[str]:
+    """`n` random subnets, distinct and not in `exclude` (fewer where the space has not enough)."""
     codes: list[str] = []
-    for _ in range(100 * n):
-        if len(codes) == n:
+    for _ in range(100 * max(1, n)):
+        if len(codes) >= n:
             break
         code = space.sample(rng)
-        if code not in codes:
+        if code not in codes and code not in exclude:
             codes.append(code)
     return codes
+
+
+def calibration_codes(space: ProxylessSpace, n: int) -> list[str]:
+    """The random subnets a layout is calibrated on."""
+    return distinct_codes(space, random.Random(CALIBRATION_SEED), n)
 
 
 def calibrate_layout(table: LatencyTable, space: ProxylessSpace, px, layout, size: tuple[int, int],
@@ -249,8 +253,8 @@ class SupernetEvaluator:
                      size_str(self.latency_size), s.latency_runtime, s.latency_threads, table.path)
         table.measure(entries, runs=self.px.lut_runs,
                       progress=lambda done, total: self.progress({"event": "cache", "done": done, "total": total}))
-        if self.px.lut_calibrate and layout_id(self._layout()) not in table.calibrations:
-            calibrate_layout(table, self.space, self.px, self._layout(), self.latency_size, self.num_classes)
+        if self.px.lut_calibrate and layout_id(layout := (layers, fixed)) not in table.calibrations:
+            calibrate_layout(table, self.space, self.px, layout, self.latency_size, self.num_classes)
         if own is not None:
             own.parent.mkdir(parents=True, exist_ok=True)
             table.save(own)

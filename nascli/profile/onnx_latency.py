@@ -17,7 +17,7 @@ import numpy as np
 from torch import nn
 
 from nascli.export.onnx import DEFAULT_OPSET, INPUT_NAME, export_bytes, session
-from nascli.profile.latency import time_runs
+from nascli.profile.latency import time_runs, torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +116,6 @@ def whole_model_runner(model: nn.Module, input_size: tuple[int, int], runtime: s
 def time_whole_models(models: list[nn.Module], input_size: tuple[int, int], runtime: str, threads: int | None, *,
                       rounds: int = 3, runs: int = 20, warmup: int = 5) -> list[float]:
     """Median ms of each model, all timed round-robin (`rounds` rounds of `runs`), so drift hits them alike."""
-    from nascli.profile.latency import torch_threads
-
     fns = {str(i): whole_model_runner(m, input_size, runtime, threads) for i, m in enumerate(models)}
     with torch_threads(threads if runtime == "torch" else None):
         timed = round_robin(fns, rounds=rounds, warmup=warmup, runs=runs)

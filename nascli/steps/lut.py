@@ -23,7 +23,7 @@ import pandas as pd
 
 from nascli.config import Recipe
 from nascli.engine.evaluator import size_str
-from nascli.engine.supernet import LatencyModel, calibrate_layout, calibration_codes
+from nascli.engine.supernet import LatencyModel, calibrate_layout, calibration_codes, distinct_codes
 from nascli.errors import EncodingError, UsageError
 from nascli.profile.lut import OVERHEAD, LatencyTable, fingerprint, layout_id, timing_model
 from nascli.profile.onnx_latency import LATENCY_RUNTIMES, time_whole_models
@@ -74,12 +74,7 @@ def run(recipe: Recipe, run_dir: RunDir, *, num_classes: int, check: int = 0, en
     raw = LatencyModel.from_table(table, layout, raw=True)
     held_out = set(calibration_codes(space, cfg.lut_calibrate)) if calibration else set()
     rng = random.Random(derive_seed(recipe.seed, 0x1C7))
-    for _ in range(100 * max(1, check)):
-        if len(codes) >= len(encodings or []) + check:
-            break
-        code = space.sample(rng)
-        if code not in codes and code not in held_out:
-            codes.append(code)
+    codes += distinct_codes(space, rng, check, exclude=held_out | set(codes))
     rows = []
     if codes:
         nets = [timing_model(build_proxyless(**model_kwargs(cfg, code, num_classes)), size) for code in codes]
