@@ -84,6 +84,17 @@ def _fmt(v) -> str:
     return "" if v is None else str(v)
 
 
+def trained_dir(run: Path) -> Path | None:
+    """RUN/train/<the latest model>/ (nascli.steps.trained's layout), None before any training."""
+    from nascli.errors import RunDirError
+    from nascli.steps.trained import latest_dir
+
+    try:
+        return latest_dir(run)
+    except RunDirError:
+        return None
+
+
 def nascli(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the CLI in a fresh process (as a user would), output captured."""
     return subprocess.run([PY, "-m", "nascli", *map(str, args)], cwd=ROOT, capture_output=True, text=True,

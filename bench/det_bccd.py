@@ -10,7 +10,9 @@ With `recipes/bccd.yml` (one training recipe for every model):
 Latency is ONNX Runtime's at each model's own training input size, `--threads` threads; training images
 per second are the training list's images over an epoch's wall time (validation included, so a lower
 bound). Every step is skipped when its result is on disk, trainings resume (`train --resume`) and the
-search resumes itself, so a stopped run continues with the same command. Writes
+search resumes itself, so a stopped run continues with the same command. A finished model's row and the
+finished search's tables are also kept in bench/results/det_bccd_partial.json (commit it): run
+directories do not outlive a session on a fresh checkout, so a later session starts from those. Writes
 bench/results/det_bccd.json, bench/results/det_bccd_front.png and the `det_bccd` section of BENCHMARKS.md.
 
     python bench/det_bccd.py [--out runs/det_bccd] [--threads 2] [--front 2]
@@ -81,18 +83,25 @@ def main() -> None:
     check = nascli("data", "check", "--data-root", ROOT.parent / "shared/data/bccd", "--list",
                    ROOT.parent / "shared/data/bccd/train.txt", "--list", ROOT.parent / "shared/data/bccd/val.txt",
                    check=False)
+    partial = _load_partial()
     rows = []
     for model in BASELINES:
-        rows.append(trained(out / model, model, t, marks, log, "--recipe", RECIPE, "--model", model))
+        rows.append(_kept(partial, model, lambda m=model: trained(out / m, m, t, marks, log, "--recipe", RECIPE,
+                                                                  "--model", m)))
     run = out / "search"
-    step("search", marks / "search", "search", "-r", run, "--recipe", SEARCH_RECIPE, *t, log=log)
-    front = pd.read_csv(run / "search" / "pareto_front.csv", dtype={"encoding": str})
+    if "search" not in partial:
+        step("search", marks / "search", "search", "-r", run, "--recipe", SEARCH_RECIPE, *t, log=log)
+        partial["search"] = {name: pd.read_csv(run / "search" / f"{name}.csv", dtype={"encoding": str})
+                             .to_dict(orient="records") for name in ("result", "pareto_front")}
+        _save_partial(partial)
+    result = pd.DataFrame(partial["search"]["result"])
+    front = pd.DataFrame(partial["search"]["pareto_front"])
     front = front.sort_values("mAP", ascending=False).reset_index(drop=True)
     for _, member in front.head(args.front).iterrows():
         label = f"efficientdet-{member['encoding']}"
-        row = trained(run, label, t, marks, log, "--recipe", RECIPE, "--encoding", member["encoding"])
+        row = _kept(partial, label, lambda lb=label, e=member["encoding"]: trained(
+            run, lb, t, marks, log, "--recipe", RECIPE, "--encoding", e))
         rows.append({**row, "model": f"searched {member['encoding']}"})
-    result = pd.read_csv(run / "search" / "result.csv", dtype={"encoding": str})
     _plot(result, front, rows, out)
     base = next(r for r in rows if r["model"] == GOAL_BASELINE)
     wins = [r for r in rows if r["model"].startswith("searched") and r["val mAP"] > base["val mAP"]
@@ -116,6 +125,26 @@ Front and baselines: `bench/results/det_bccd_front.png`. Goal (a searched model 
 """
     write_section("det_bccd", md)
     print(md)
+
+
+PARTIAL = RESULTS / "det_bccd_partial.json"
+
+
+def _load_partial() -> dict:
+    return json.loads(PARTIAL.read_text()) if PARTIAL.exists() else {"rows": {}}
+
+
+def _save_partial(partial: dict) -> None:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    PARTIAL.write_text(json.dumps(partial, indent=2, default=str) + "\n")
+
+
+def _kept(partial: dict, key: str, compute) -> dict:
+    """A model's row from an earlier session, else computed now and kept at once."""
+    if key not in partial["rows"]:
+        partial["rows"][key] = compute()
+        _save_partial(partial)
+    return dict(partial["rows"][key])
 
 
 def _plot(result: pd.DataFrame, front: pd.DataFrame, rows: list[dict], out: Path) -> None:

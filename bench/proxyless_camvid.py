@@ -83,12 +83,13 @@ def train(run: Path, kind: list[str], seed: int, epochs: int) -> dict:
     started = time.perf_counter()
     if not (status.exists() and json.loads(status.read_text()).get("state") == "done"):
         log(f"train {' '.join(kind)} seed {seed} -> {run}")
-        if (run / "train" / "last.pth").exists():
+        folder = common.trained_dir(run)
+        if folder is not None and (folder / "last.pth").exists():  # a stopped training: its run holds the settings
             common.nascli("train", "-r", run, "--resume", "--quiet")
         else:
             common.nascli("train", "-r", run, "--recipe", RECIPE, *kind, "--epochs", epochs, "--seed", seed,
                           "--quiet")
-    metrics = pd.read_csv(run / "train" / "metrics.csv")
+    metrics = pd.read_csv(common.trained_dir(run) / "metrics.csv")
     best = metrics.loc[metrics["val_miou"].idxmax()]
     return {"trained mIoU": float(best["val_miou"]), "best epoch": int(best["epoch"]),
             "final mIoU": float(metrics["val_miou"].iloc[-1]), "epochs": int(metrics["epoch"].max()),

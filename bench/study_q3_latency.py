@@ -157,7 +157,8 @@ def main() -> None:
     encoder = args.camvid_run / "pretrain" / "encoder.pth"
     baselines = {name: args.out / ("q3" if name == "lraspp_mobilenet_v3_large" else "q3_scratch") / name
                  for name in study.BASELINES}
-    missing = [str(f) for f in [encoder, *(b / "train" / "best.pth" for b in baselines.values())] if not f.exists()]
+    missing = [str(f) for f in [encoder, *((common.trained_dir(b) or b / "train") / "best.pth"
+                                           for b in baselines.values())] if not f.exists()]
     if missing:
         sys.exit(f"not found: {', '.join(missing)}; run `make study` first")
     head = common.header("study_q3_latency")

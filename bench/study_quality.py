@@ -141,13 +141,14 @@ def train(run: Path, encoder: Path, epochs: int, *, encoding: str | None = None,
     status = run / "status" / "train.json"
     if not (status.exists() and json.loads(status.read_text()).get("state") == "done"):
         log(f"train {encoding or model} -> {run}")
-        if (run / "train" / "last.pth").exists():  # a stopped training: its run holds the settings
+        folder = common.trained_dir(run)
+        if folder is not None and (folder / "last.pth").exists():  # a stopped training: its run holds the settings
             common.nascli("train", "-r", run, "--resume", "--quiet")
         else:
             args = ["train", "-r", run, "--recipe", recipe, "--epochs", epochs, "--quiet"]
             args += ["--encoding", encoding] if encoding else ["--model", model]
             common.nascli(*args, *(["--encoder", encoder] if encoder is not None else []))
-    metrics = pd.read_csv(run / "train" / "metrics.csv")
+    metrics = pd.read_csv(common.trained_dir(run) / "metrics.csv")
     return {"trained mIoU": float(metrics["val_miou"].max()), "epochs": int(metrics["epoch"].max())}
 
 
@@ -193,7 +194,7 @@ def profile(runs: list[Path], threads: int) -> list[dict]:
     outs: list[list[dict]] = [[] for _ in runs]
     for _ in range(PROFILE_REPEATS):
         for run, out in zip(runs, outs):
-            out.append(json.loads(common.nascli("profile", "-r", run, "--checkpoint", run / "train" / "best.pth",
+            out.append(json.loads(common.nascli("profile", "-r", run, "--checkpoint", common.trained_dir(run) / "best.pth",
                                                 "--input-size", "360x480", "--threads", threads, "--min-seconds", 5,
                                                 "--json", "--quiet").stdout))
     return [{"params": o[0]["params"], "macs": o[0]["macs"],

@@ -17,6 +17,7 @@ import yaml
 
 from nascli.engine.supernet import (
     LatencyModel,
+    budget_slack,
     calibration_codes,
     constrained_sample,
     most_probable_under_budget,
@@ -101,6 +102,16 @@ def test_infeasible_budget_fails_fast_naming_the_smallest_latency_seen():
     assert len(draws) == 25
     seen = float(e.value.args[0].split("smallest latency seen ")[1].split(" ms")[0])
     assert seen == pytest.approx(min(lat.predict(p) for p in draws), rel=1e-3)  # printed to 4 digits
+
+
+def test_a_budget_every_subnet_meets_is_flagged_and_a_binding_one_is_not():
+    lat = toy_latency()
+    slowest = lat.fixed + sum(max(r) for r in lat.per_layer)
+    assert lat.slowest() == pytest.approx(slowest)
+    assert budget_slack(None, lat) is None
+    assert budget_slack(slowest - 0.01, lat) is None  # one subnet is over it: the budget binds
+    note = budget_slack(slowest * 3, lat)
+    assert note is not None and f"slowest subnet of this space takes {slowest:.4g} ms" in note
 
 
 def test_most_probable_under_budget_is_the_exact_constrained_optimum():

@@ -106,6 +106,9 @@ class LatencyModel:
     def fastest(self) -> float:
         return self.fixed + sum(min(row) for row in self.per_layer)
 
+    def slowest(self) -> float:
+        return self.fixed + sum(max(row) for row in self.per_layer)
+
     def expected(self, alphas: Sequence[torch.Tensor]) -> torch.Tensor:
         """E[lat] under softmax(alpha), with the graph kept (a real gradient into alpha)."""
         return expected_latency([torch.softmax(a, 0) for a in alphas], self.tensors, self.fixed)
@@ -202,6 +205,16 @@ def most_probable_under_budget(probs: Sequence[Sequence[float]], latency: Latenc
     return path[::-1]
 
 
+def budget_slack(budget: float | None, latency: LatencyModel) -> str | None:
+    """A warning when the budget does not bind: every subnet of the space is under it, so the search only
+    trades latency the user said they can spend (issue 18: CamVid's space tops out at a third of LR-ASPP's)."""
+    if budget is None or latency.slowest() > budget:
+        return None
+    return (f"the latency budget {budget:.4g} ms does not bind: the slowest subnet of this space takes "
+            f"{latency.slowest():.4g} ms (the fastest {latency.fastest():.4g} ms); widen the space "
+            f"(proxyless.widths, depths, expansion) to spend it")
+
+
 # --- the supernet evaluator --------------------------------------------------------------------------
 class SupernetEvaluator:
     def __init__(self, *, recipe: Recipe, space: ProxylessSpace, train: SegmentationDataset,
@@ -228,6 +241,8 @@ class SupernetEvaluator:
                               f"takes {self.latency.fastest():.4g} ms ({recipe.search.latency_runtime}, "
                               f"{size_str(self.latency_size)}, {recipe.search.latency_threads} threads)",
                               hint="raise --max-latency-ms, or narrow the space (proxyless.widths, depths, ops)")
+        if (slack := budget_slack(self.budget, self.latency)) is not None:
+            log.warning(slack)
         self.supernet: ProxylessNet | None = None
         self.alphas: list[torch.Tensor] = []
         self.history: list[dict] = []

@@ -12,11 +12,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from nascli.errors import CheckpointError, UsageError
 from nascli.export.onnx import INPUT_NAME, decode_metadata, session, static_input_size
-from nascli.profile.onnx_latency import round_robin
+from nascli.profile.onnx_latency import random_input, round_robin
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def profile_onnx_file(path: Path, *, threads: int | None, input_size: tuple[int,
         sessions = {"fp32": _session(path.parent / fp32_name, threads), "int8": sess}
     elif meta.get("precision") == "int8":
         log.warning("%s: its fp32 source %s is not beside it: timing the int8 file alone", path, fp32_name)
-    x = np.random.default_rng(0).standard_normal((batch, 3, *size), dtype=np.float32)
+    x = random_input(size, batch)
     timed = round_robin({k: (lambda s=s: s.run(None, {INPUT_NAME: x})) for k, s in sessions.items()}, rounds=3,
                         warmup=warmup, runs=max(1, runs // 3), min_seconds=min_seconds / 3)
     used = sess.get_session_options().intra_op_num_threads or None

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import logging
 import statistics
-import tempfile
 import time
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,24 +20,42 @@ from nascli.profile.latency import time_runs, torch_threads
 log = logging.getLogger(__name__)
 
 
-def onnxruntime_latency(model: nn.Module, input_size: tuple[int, int], *, device: str = "cpu",
-                        threads: int | None = None, batch: int = 1, warmup: int = 5, runs: int = 30,
-                        min_seconds: float = 0.0, opset: int = DEFAULT_OPSET) -> dict:
-    """Latency of `model` exported to ONNX (fixed shape) and run by onnxruntime on `device`."""
+def random_input(input_size: tuple[int, int], batch: int = 1) -> np.ndarray:
+    """The seeded input every latency measurement feeds (the speed does not depend on the values)."""
+    return np.random.default_rng(0).standard_normal((batch, 3, *input_size), dtype=np.float32)
+
+
+def onnx_bytes(model: nn.Module, input_size: tuple[int, int], runtime: str, *, batch: int = 1,
+               opset: int = DEFAULT_OPSET) -> bytes:
+    """The ONNX graph `runtime` runs: the fp32 export, or its int8 (QDQ) form for onnxruntime-int8."""
+    if runtime == "onnxruntime":
+        return export_bytes(model, input_size, batch=batch, opset=opset)
+    if runtime == "onnxruntime-int8":
+        return int8_bytes(model, input_size, batch=batch, opset=opset)[1]
+    raise ValueError(f"unknown latency runtime {runtime!r}")
+
+
+def _ort_latency(model: nn.Module, input_size: tuple[int, int], runtime: str, *, device: str, threads: int | None,
+                 batch: int, warmup: int, runs: int, min_seconds: float, opset: int) -> dict:
     import onnxruntime as ort
 
     started = time.perf_counter()
-    data = export_bytes(model, input_size, batch=batch, opset=opset)
+    data = onnx_bytes(model, input_size, runtime, batch=batch, opset=opset)
     export_seconds = time.perf_counter() - started
-    with tempfile.TemporaryDirectory(prefix="nascli-profile-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        path.write_bytes(data)
-        sess = session(path, threads=threads, device=device)
-    x = np.random.default_rng(0).standard_normal((batch, 3, *input_size), dtype=np.float32)
+    sess = session(data, threads=threads, device=device)
+    x = random_input(input_size, batch)
     result = time_runs(lambda: sess.run(None, {INPUT_NAME: x}), warmup=warmup, runs=runs, min_seconds=min_seconds)
     opts = sess.get_session_options()
     return {**result, "threads": opts.intra_op_num_threads or None, "providers": sess.get_providers(),
             "opset": opset, "onnxruntime": ort.__version__, "export_seconds": round(export_seconds, 2)}
+
+
+def onnxruntime_latency(model: nn.Module, input_size: tuple[int, int], *, device: str = "cpu",
+                        threads: int | None = None, batch: int = 1, warmup: int = 5, runs: int = 30,
+                        min_seconds: float = 0.0, opset: int = DEFAULT_OPSET) -> dict:
+    """Latency of `model` exported to ONNX (fixed shape) and run by onnxruntime on `device`."""
+    return _ort_latency(model, input_size, "onnxruntime", device=device, threads=threads, batch=batch,
+                        warmup=warmup, runs=runs, min_seconds=min_seconds, opset=opset)
 
 
 def int8_bytes(model: nn.Module, input_size: tuple[int, int], *, batch: int = 1,
@@ -57,18 +73,8 @@ def onnxruntime_int8_latency(model: nn.Module, input_size: tuple[int, int], *, d
                              threads: int | None = None, batch: int = 1, warmup: int = 5, runs: int = 30,
                              min_seconds: float = 0.0, opset: int = DEFAULT_OPSET) -> dict:
     """Latency of `model` as an int8 (QDQ, per-channel) ONNX model in onnxruntime (what `export --int8` deploys)."""
-    import onnxruntime as ort
-
-    started = time.perf_counter()
-    _, data = int8_bytes(model, input_size, batch=batch, opset=opset)
-    export_seconds = time.perf_counter() - started
-    sess = session(data, threads=threads, device=device)
-    x = np.random.default_rng(0).standard_normal((batch, 3, *input_size), dtype=np.float32)
-    result = time_runs(lambda: sess.run(None, {INPUT_NAME: x}), warmup=warmup, runs=runs, min_seconds=min_seconds)
-    opts = sess.get_session_options()
-    return {**result, "threads": opts.intra_op_num_threads or None, "providers": sess.get_providers(),
-            "opset": opset, "onnxruntime": ort.__version__, "export_seconds": round(export_seconds, 2),
-            "precision": "int8"}
+    return {**_ort_latency(model, input_size, "onnxruntime-int8", device=device, threads=threads, batch=batch,
+                           warmup=warmup, runs=runs, min_seconds=min_seconds, opset=opset), "precision": "int8"}
 
 
 def round_robin(fns: dict[str, Callable[[], object]], *, rounds: int = 3, warmup: int = 5, runs: int = 30,
@@ -98,7 +104,7 @@ def whole_model_runner(model: nn.Module, input_size: tuple[int, int], runtime: s
     `torch_threads`; the ONNX sessions carry their own thread count)."""
     import torch
 
-    x = np.random.default_rng(0).standard_normal((1, 3, *input_size), dtype=np.float32)
+    x = random_input(input_size)
     if runtime == "torch":
         model, xt = model.eval(), torch.from_numpy(x)
 
@@ -106,10 +112,7 @@ def whole_model_runner(model: nn.Module, input_size: tuple[int, int], runtime: s
             with torch.no_grad():
                 return model(xt)
         return forward
-    if runtime not in ("onnxruntime", "onnxruntime-int8"):
-        raise ValueError(f"unknown latency runtime {runtime!r}")
-    data = export_bytes(model, input_size) if runtime == "onnxruntime" else int8_bytes(model, input_size)[1]
-    sess = session(data, threads=threads)
+    sess = session(onnx_bytes(model, input_size, runtime), threads=threads)
     return lambda: sess.run(None, {INPUT_NAME: x})
 
 
@@ -130,7 +133,7 @@ def fp32_vs_int8(model: nn.Module, input_size: tuple[int, int], *, threads: int 
 
     fp32, int8 = int8_bytes(model, input_size, batch=batch, opset=opset)
     sessions = {"fp32": session(fp32, threads=threads), "int8": session(int8, threads=threads)}
-    x = np.random.default_rng(0).standard_normal((batch, 3, *input_size), dtype=np.float32)
+    x = random_input(input_size, batch)
     timed = round_robin({k: (lambda s=s: s.run(None, {INPUT_NAME: x})) for k, s in sessions.items()},
                         rounds=rounds, warmup=warmup, runs=runs, min_seconds=min_seconds)
     threads_used = sessions["fp32"].get_session_options().intra_op_num_threads or None
