@@ -194,9 +194,9 @@ def profile(runs: list[Path], threads: int) -> list[dict]:
     outs: list[list[dict]] = [[] for _ in runs]
     for _ in range(PROFILE_REPEATS):
         for run, out in zip(runs, outs):
-            out.append(json.loads(common.nascli("profile", "-r", run, "--checkpoint", common.trained_dir(run) / "best.pth",
-                                                "--input-size", "360x480", "--threads", threads, "--min-seconds", 5,
-                                                "--json", "--quiet").stdout))
+            # no --checkpoint: `profile -r RUN` times the run's latest trained model (its best.pth)
+            out.append(json.loads(common.nascli("profile", "-r", run, "--input-size", "360x480", "--threads", threads,
+                                                "--min-seconds", 5, "--json", "--quiet").stdout))
     return [{"params": o[0]["params"], "macs": o[0]["macs"],
              "eager_ms": float(np.median([x["eager"]["median_ms"] for x in o])),
              "ort_ms": float(np.median([x["onnxruntime"]["median_ms"] for x in o]))} for o in outs]

@@ -70,12 +70,14 @@ def test_a_stopped_training_resumes_from_its_run_alone(study, monkeypatch, tmp_p
     calls = []
     monkeypatch.setattr(study.common, "nascli", lambda *args: calls.append(args))
     run = tmp_path / "run"
-    (run / "train").mkdir(parents=True)
-    (run / "train" / "metrics.csv").write_text("epoch,val_miou\n1,0.2\n2,0.3\n")
+    model = run / "train" / "adelaide-1004033116544233325"  # nascli.steps.trained's layout
+    model.mkdir(parents=True)
+    (run / "train" / "latest.json").write_text(json.dumps({"label": model.name}))
+    (model / "metrics.csv").write_text("epoch,val_miou\n1,0.2\n2,0.3\n")
     study.train(run, None, 65, encoding="_1004033116544233325")
     assert calls[-1][:2] == ("train", "-r") and "--encoding" in calls[-1]
     # `train --resume` refuses --encoding/--model: a stopped run carries its own settings.
-    (run / "train" / "last.pth").write_bytes(b"")
+    (model / "last.pth").write_bytes(b"")
     assert study.train(run, None, 65, encoding="_1004033116544233325") == {"trained mIoU": 0.3, "epochs": 2}
     assert calls[-1] == ("train", "-r", run, "--resume", "--quiet")
 
