@@ -49,3 +49,13 @@ def test_internal_errors_are_one_line_without_debug(monkeypatch, run_cli):
     assert r.code == 1
     assert r.stderr.strip().splitlines() == ["Error: internal error: RuntimeError: simulated bug",
                                              "Hint: re-run with --debug for the traceback and report it"]
+
+
+def test_quiet_leaves_stderr_empty_and_stdout_the_result(run_cli, tmp_path):
+    argv = ["profile", "-r", tmp_path / "run", "--model", "mobilenetv2_lraspp", "--num-classes", 3, "--input-size",
+            "32x32", "--warmup", 0, "--runs", 1, "--min-seconds", 0, "--no-onnx", "--threads", 1, "--json"]
+    loud = run_cli(argv)
+    assert loud.code == 0 and "wrote" in loud.stderr and "Next: " in loud.stderr
+    quiet = run_cli([*argv, "--quiet"])
+    assert quiet.code == 0 and quiet.stderr == ""
+    assert '"macs"' in quiet.stdout  # the result itself is not silenced

@@ -14,10 +14,13 @@ from rich.table import Table
 
 out = Console(highlight=False, soft_wrap=True)  # stdout: results
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # stderr: logs, progress, next-step hints
+_quiet = False  # --quiet: `say` (what was written, what to run next) prints nothing; warnings still do
 
 
 def setup_logging(debug: bool = False, quiet: bool = False) -> None:
     """Library code logs through `logging`; here it goes to stderr (rich on a terminal, plain text else)."""
+    global _quiet
+    _quiet = quiet
     level = logging.DEBUG if debug else logging.WARNING if quiet else logging.INFO
     root = logging.getLogger("nascli")
     root.handlers.clear()
@@ -33,6 +36,8 @@ def setup_logging(debug: bool = False, quiet: bool = False) -> None:
 
 
 def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = _quiet or quiet  # a command's --quiet adds to the top-level one, never undoes it
     if quiet:
         logging.getLogger("nascli").setLevel(logging.WARNING)
 
@@ -59,7 +64,9 @@ def print_json(obj: Any) -> None:
 
 
 def say(message: str) -> None:
-    """A line for the person at the terminal (what was written, what to run next): stderr."""
+    """A line for the person at the terminal (what was written, what to run next): stderr, none with --quiet."""
+    if _quiet:
+        return
     err.print(message, markup=False, highlight=False)
 
 
