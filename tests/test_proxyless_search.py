@@ -20,6 +20,7 @@ from nascli.engine.supernet import (
     budget_slack,
     calibration_codes,
     constrained_sample,
+    latency_penalty,
     most_probable_under_budget,
     sample_path,
 )
@@ -102,6 +103,17 @@ def test_infeasible_budget_fails_fast_naming_the_smallest_latency_seen():
     assert len(draws) == 25
     seen = float(e.value.args[0].split("smallest latency seen ")[1].split(" ms")[0])
     assert seen == pytest.approx(min(lat.predict(p) for p in draws), rel=1e-3)  # printed to 4 digits
+
+
+def test_hinge_latency_penalty_moves_alpha_only_over_the_budget():
+    lat = toy_latency()
+    for budget, pulls in ((lat.slowest() + 1, False), (lat.fastest() + 0.1, True)):
+        alphas = [torch.zeros(4, requires_grad=True) for _ in range(6)]
+        latency_penalty(lat.expected(alphas), budget, "hinge").backward()
+        assert any(a.grad.abs().sum() > 0 for a in alphas) == pulls, budget
+    alphas = [torch.zeros(4, requires_grad=True) for _ in range(6)]  # linear pulls even under the budget
+    latency_penalty(lat.expected(alphas), lat.slowest() + 1, "linear").backward()
+    assert all(a.grad.abs().sum() > 0 for a in alphas)
 
 
 def test_a_budget_every_subnet_meets_is_flagged_and_a_binding_one_is_not():
@@ -323,6 +335,17 @@ def test_infeasible_budget_is_a_one_line_error_before_training(tmp_path, proxyle
     assert lines[0].startswith("Error: latency budget 0.001 ms is infeasible: the fastest subnet of this space takes")
     assert lines[1].startswith("Hint: raise --max-latency-ms")
     assert "Traceback" not in out.stderr
+    assert not (tmp_path / "r" / "search" / "supernet.pt").exists()
+
+
+def test_hinge_latency_loss_without_a_budget_is_a_one_line_error(tmp_path, proxyless_recipe, data_flags, run_cli,
+                                                                 monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    recipe = tmp_path / "hinge.yml"
+    recipe.write_text(proxyless_recipe.read_text().replace("proxyless:\n", "proxyless:\n  latency_loss: hinge\n"))
+    out = run_cli("search", "-r", tmp_path / "r", "--recipe", recipe, *data_flags)
+    assert out.code == 3 and "Traceback" not in out.stderr
+    assert "latency_loss hinge penalises latency over the budget" in out.stderr and "--max-latency-ms" in out.stderr
     assert not (tmp_path / "r" / "search" / "supernet.pt").exists()
 
 

@@ -215,6 +215,15 @@ def budget_slack(budget: float | None, latency: LatencyModel) -> str | None:
             f"(proxyless.widths, depths, expansion) to spend it")
 
 
+def latency_penalty(expected: torch.Tensor, norm: float, kind: str) -> torch.Tensor:
+    """The architecture loss's latency term, before its weight. `linear`: E[latency] / norm, a pull towards
+    fast ops at every step (ProxylessNAS). `hinge`: max(0, E[latency] / budget - 1), zero under the budget
+    (MnasNet's hard-constraint reward), so there accuracy alone moves alpha. With Adam on alpha even a small
+    linear term wins against a noisy CE gradient and the derived net sits far under a generous budget."""
+    ratio = expected / norm
+    return torch.relu(ratio - 1) if kind == "hinge" else ratio
+
+
 # --- the supernet evaluator --------------------------------------------------------------------------
 class SupernetEvaluator:
     def __init__(self, *, recipe: Recipe, space: ProxylessSpace, train: SegmentationDataset,
@@ -243,6 +252,9 @@ class SupernetEvaluator:
                               hint="raise --max-latency-ms, or narrow the space (proxyless.widths, depths, ops)")
         if (slack := budget_slack(self.budget, self.latency)) is not None:
             log.warning(slack)
+        if self.px.latency_loss == "hinge" and self.budget is None:
+            raise ConfigError("proxyless.latency_loss hinge penalises latency over the budget, and there is none",
+                              hint="pass --max-latency-ms (search.max_latency_ms), or use latency_loss: linear")
         self.supernet: ProxylessNet | None = None
         self.alphas: list[torch.Tensor] = []
         self.history: list[dict] = []
@@ -497,7 +509,7 @@ class SupernetEvaluator:
             for layer in net.backbone:
                 layer.gate = None
         exp = self.latency.expected(alphas)
-        loss = ce + self.px.latency_weight * exp / norm
+        loss = ce + self.px.latency_weight * latency_penalty(exp, norm, self.px.latency_loss)
         a_opt.zero_grad(set_to_none=True)
         net.zero_grad(set_to_none=True)
         loss.backward()

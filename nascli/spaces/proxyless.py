@@ -28,7 +28,7 @@ from __future__ import annotations
 import difflib
 import random
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -62,7 +62,8 @@ class ProxylessConfig(BaseModel):
     arch_fraction: float = Field(0.2, gt=0, lt=1)  # held-out part of the TRAINING list for architecture steps
     arch_lr: float = Field(6e-3, gt=0)
     arch_every: int = Field(1, ge=1)  # one architecture step after every N weight steps
-    latency_weight: float = Field(0.1, ge=0)  # loss = CE + weight * E[latency] / budget (or / E[lat] at start)
+    latency_weight: float = Field(0.1, ge=0)  # loss = CE + weight * penalty(E[latency] / budget (or / E[lat] at start))
+    latency_loss: Literal["linear", "hinge"] = "linear"  # penalty: the ratio itself, or max(0, ratio - 1) (budget only)
     resample_tries: int = Field(100, ge=1)  # hard constraint: resamples of an over-budget path
     front_samples: int = Field(8, ge=0)  # subnets drawn from the learned distribution after the derived one
     bn_batches: int = Field(8, ge=1)  # batches for re-estimating BN of a subnet before it is scored
