@@ -103,6 +103,10 @@ def main() -> None:
     p.add_argument("--repeat", action="store_true",
                    help="time the same check subnets a second time: how well the measurement agrees with itself")
     p.add_argument("--run", type=Path, help="a proxyless search run: its derived subnets are checked too")
+    p.add_argument("--derived", action="append", default=[], metavar="ENCODING",
+                   help="a derived subnet to check too (repeatable; e.g. from a bench/results file when the run is gone)")
+    p.add_argument("--name", default="proxyless_lut",
+                   help="results file bench/results/NAME.json and BENCHMARKS.md section NAME (default proxyless_lut)")
     p.add_argument("--steps", type=int, default=10, help="timed training steps per network for the step cost")
     p.add_argument("--out", type=Path, default=common.ROOT / "runs" / "bench-proxyless-lut")
     args = p.parse_args()
@@ -117,10 +121,10 @@ def main() -> None:
     recipe_file = args.recipe or (None if base is not None else common.ROOT / "recipes" / "camvid_proxyless.yml")
     recipe = load_recipe(base, recipe_file, {"search.latency_runtime": args.runtime, "search.latency_threads": args.threads,
                                              "search.latency_size": size, "data.num_classes": args.num_classes})
-    derived = []
+    derived = list(args.derived)
     if args.run is not None:
         table = pd.read_csv(args.run / "search" / "result.csv", dtype={"encoding": str})
-        derived = list(table["encoding"])
+        derived += [e for e in table["encoding"] if e not in derived]
     started = time.perf_counter()
     result = lut.run(recipe, RunDir(args.out), num_classes=args.num_classes, check=args.subnets, encodings=derived,
                      runs=args.runs, rounds=args.rounds, recalibrate=True)
@@ -133,16 +137,16 @@ def main() -> None:
                   "spearman": round(float(a.corr(b, method="spearman")), 4)}
     rows = [{**r, "kind": "derived" if r["encoding"] in derived else "random"} for r in result.rows]
     cost = step_cost(recipe, args.num_classes, derived[0] if derived else rows[0]["encoding"], args.steps, args.threads)
-    data = {**common.header("proxyless_lut"), "runtime": args.runtime, "size": list(size), "threads": args.threads,
+    data = {**common.header(args.name), "runtime": args.runtime, "size": list(size), "threads": args.threads,
             "table_file": str(result.table_file), "entries": result.entries, "measured_now": result.measured,
             "summary": result.summary, "calibration": result.calibration, "repeat": repeat, "rows": rows,
             "step_cost": cost, "seconds": round(time.perf_counter() - started, 1)}
-    common.save_json("proxyless_lut", data)
+    common.save_json(args.name, data)
     s, cal = result.summary, result.calibration or {}
     noise = (f"The same {len(rows)} subnets timed again right after: median |difference| {repeat['median_abs_diff_pct']}%,"
              f" Spearman {repeat['spearman']} between the two measurements (the ceiling for any predictor).\n"
              if repeat else "")
-    md = f"""### Proxyless latency table vs measured whole subnets (issue 18)
+    md = f"""### Proxyless latency table vs measured whole subnets (issue 18): {recipe_file or args.run}
 
 `{data['command']}` ({data['date']}; {common.machine_line(data['machine'])}).
 
@@ -165,7 +169,7 @@ supernet's steps run random paths, mostly heavier than that subnet; on the same 
 (one random path per pair, supernet and fixed net stepped in turn) the supernet step costs
 **{cost['same_path_ratio_median']}x** the fixed one (median of {cost['steps']} paths).
 """
-    common.write_section("proxyless_lut", md)
+    common.write_section(args.name, md)
     print(md)
 
 
