@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ def trained(run: Path, label: str, threads: list[str], marks: Path, log: list, *
     step(f"eval {label}", marks / f"eval-{tag}", "eval", "-r", run, "--checkpoint",
          run / "train" / label / "best.pth", *threads, log=log)
     metrics = json.loads((run / "eval" / f"train-{label}-best-val" / "metrics.json").read_text())
+    load = round(os.getloadavg()[0], 2)  # the 1-minute load when timed: latencies taken at a high one read slow
     prof = json.loads(nascli("profile", "-r", run, "--checkpoint", run / "train" / label / "best.pth", "--json",
                              *threads).stdout)
     hist = pd.read_csv(run / "train" / label / "metrics.csv")
@@ -68,7 +70,7 @@ def trained(run: Path, label: str, threads: list[str], marks: Path, log: list, *
            **{f"AP {c['name']}": c["ap"] for c in metrics["classes"]},
            "input": "x".join(map(str, prof["input_size"])), "ORT ms": prof["onnxruntime"]["median_ms"],
            "GMACs": prof["gmacs"], "M params": round(prof["params"] / 1e6, 3), "epochs": len(hist),
-           "train img/s": round(n_train / hist["seconds"].median(), 2)}
+           "train img/s": round(n_train / hist["seconds"].median(), 2), "load when timed": load}
     return row
 
 
