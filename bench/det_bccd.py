@@ -79,7 +79,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "runs" / "det_bccd")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--front", type=int, default=2, help="front members (best mAP first) trained like the baselines")
+    ap.add_argument("--recipe", type=Path, default=RECIPE, help="the one training recipe (default recipes/bccd.yml)")
+    ap.add_argument("--search-recipe", type=Path, default=SEARCH_RECIPE,
+                    help="the search's recipe (default recipes/bccd_efficientdet.yml)")
+    ap.add_argument("--name", default="det_bccd",
+                    help="results bench/results/NAME*.json/png and BENCHMARKS.md section NAME (a smoke run: another name)")
     args = ap.parse_args()
+    global PARTIAL
+    PARTIAL = RESULTS / f"{args.name}_partial.json"
     out = args.out.resolve()
     marks, t, log = out / "done", ["--threads", str(args.threads)], []
     check = nascli("data", "check", "--data-root", ROOT.parent / "shared/data/bccd", "--list",
@@ -88,11 +95,11 @@ def main() -> None:
     partial = _load_partial()
     rows = []
     for model in BASELINES:
-        rows.append(_kept(partial, model, lambda m=model: trained(out / m, m, t, marks, log, "--recipe", RECIPE,
+        rows.append(_kept(partial, model, lambda m=model: trained(out / m, m, t, marks, log, "--recipe", args.recipe,
                                                                   "--model", m)))
     run = out / "search"
     if "search" not in partial:
-        step("search", marks / "search", "search", "-r", run, "--recipe", SEARCH_RECIPE, *t, log=log)
+        step("search", marks / "search", "search", "-r", run, "--recipe", args.search_recipe, *t, log=log)
         partial["search"] = {name: pd.read_csv(run / "search" / f"{name}.csv", dtype={"encoding": str})
                              .to_dict(orient="records") for name in ("result", "pareto_front")}
         _save_partial(partial)
@@ -102,35 +109,35 @@ def main() -> None:
     for _, member in front.head(args.front).iterrows():
         label = f"efficientdet-{member['encoding']}"
         row = _kept(partial, label, lambda lb=label, e=member["encoding"]: trained(
-            run, lb, t, marks, log, "--recipe", RECIPE, "--encoding", e))
+            run, lb, t, marks, log, "--recipe", args.recipe, "--encoding", e))
         rows.append({**row, "model": f"searched {member['encoding']}"})
     timed_side_by_side = _retime(rows, out, run, t)
-    _plot(result, front, rows, out)
+    _plot(result, front, rows, out, args.name)
     base = next(r for r in rows if r["model"] == GOAL_BASELINE)
     wins = [r for r in rows if r["model"].startswith("searched") and r["val mAP"] > base["val mAP"]
             and r["ORT ms"] <= base["ORT ms"]]
-    doc = {**header("det_bccd"), "data_check": check.stdout[-2000:], "steps": log, "models": rows,
+    doc = {**header(args.name), "data_check": check.stdout[-2000:], "steps": log, "models": rows,
            "retimed_side_by_side": timed_side_by_side,
            "search": {"candidates": len(result), "front": len(front)}}
-    save_json("det_bccd", doc)
+    save_json(args.name, doc)
     cols = ["model", "val mAP", "AP50", "AP75"] + [c for c in rows[0] if c.startswith("AP ")] + [
         "input", "ORT ms"] + (["ORT ms (after training)"] if timed_side_by_side else []) + [
         "GMACs", "M params", "epochs", "train img/s"]
     md = f"""## Detection on BCCD (issue 19): baselines from random weights and the efficientdet search
 
-`python bench/det_bccd.py` ({doc['date']}; {machine_line(doc['machine'])}; {args.threads} threads).
-Every model trained from random weights with `recipes/bccd.yml`; the search with
-`recipes/bccd_efficientdet.yml` ({len(result)} candidates, front {len(front)}), then its best-mAP front
+`{doc['command']}` ({doc['date']}; {machine_line(doc['machine'])}; {args.threads} threads).
+Every model trained from random weights with `{_shown(args.recipe)}`; the search with
+`{_shown(args.search_recipe)}` ({len(result)} candidates, front {len(front)}), then its best-mAP front
 members trained like the baselines. ORT ms: ONNX Runtime median at each model's training input size,
 {'re-timed side by side at the end (median of 3 `nascli profile` runs per model, taken in turn)' if timed_side_by_side
  else 'as timed right after each training (some run directories were gone: not re-timed side by side)'}.
 
 {table(rows, cols)}
 
-Front and baselines: `bench/results/det_bccd_front.png`. Goal (a searched model above
+Front and baselines: `bench/results/{args.name}_front.png`. Goal (a searched model above
 `{GOAL_BASELINE}`'s val mAP at equal or lower ORT latency): **{'met' if wins else 'not met'}**.
 """
-    write_section("det_bccd", md)
+    write_section(args.name, md)
     print(md)
 
 
@@ -163,6 +170,11 @@ def _retime(rows: list[dict], out: Path, search_run: Path, threads: list[str], r
 PARTIAL = RESULTS / "det_bccd_partial.json"
 
 
+def _shown(path: Path) -> str:
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def _load_partial() -> dict:
     return json.loads(PARTIAL.read_text()) if PARTIAL.exists() else {"rows": {}}
 
@@ -180,7 +192,7 @@ def _kept(partial: dict, key: str, compute) -> dict:
     return dict(partial["rows"][key])
 
 
-def _plot(result: pd.DataFrame, front: pd.DataFrame, rows: list[dict], out: Path) -> None:
+def _plot(result: pd.DataFrame, front: pd.DataFrame, rows: list[dict], out: Path, name: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -198,7 +210,7 @@ def _plot(result: pd.DataFrame, front: pd.DataFrame, rows: list[dict], out: Path
     ax.set_title("BCCD: efficientdet search front and baselines")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(RESULTS / "det_bccd_front.png", dpi=110)
+    fig.savefig(RESULTS / f"{name}_front.png", dpi=110)
     plt.close(fig)
 
 
