@@ -166,6 +166,47 @@ def test_keep_fp32_leaves_the_named_node_in_fp32():
     assert result.settings["nodes_kept_fp32"] == [convs[-1]]
 
 
+class _HardActs(torch.nn.Module):
+    """MobileNetV3's pattern: conv -> hard-swish, and a squeeze-excite gate through hard-sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.act = torch.nn.Hardswish()
+        self.fc = torch.nn.Conv2d(8, 8, 1)
+        self.gate = torch.nn.Hardsigmoid()
+        self.out = torch.nn.Conv2d(8, 4, 1)
+
+    def forward(self, x):
+        y = self.act(self.conv(x))
+        return self.out(y * self.gate(self.fc(y.mean((2, 3), keepdim=True))))
+
+
+def test_hard_activations_are_rewritten_exactly_and_leave_no_fp32_islands():
+    import numpy as np
+    import onnx
+
+    from nascli.export.onnx import export_bytes, session
+    from nascli.export.quantize import hard_activations_as_elementwise, quantize, random_inputs
+
+    torch.manual_seed(0)
+    data = export_bytes(_HardActs().eval(), (16, 16))
+    kinds = {n.op_type for n in onnx.load_from_string(data).graph.node}
+    assert {"HardSwish", "HardSigmoid"} <= kinds  # the exporter keeps them as ONNX ops
+    model = onnx.load_from_string(data)
+    assert hard_activations_as_elementwise(model) == 2
+    assert not {"HardSwish", "HardSigmoid"} & {n.op_type for n in model.graph.node}
+    x = np.random.default_rng(0).normal(0, 3, (1, 3, 16, 16)).astype(np.float32)  # beyond the +-3 knees
+    before, after = (session(b, threads=1) for b in (data, model.SerializeToString()))
+    np.testing.assert_allclose(after.run(None, {"input": x})[0], before.run(None, {"input": x})[0], atol=1e-5)
+
+    result = quantize(data, random_inputs((16, 16), n=2))
+    assert result.settings["hard_activations_rewritten"] == 2
+    int8 = onnx.load_from_string(result.data)
+    assert not {"HardSwish", "HardSigmoid"} & {n.op_type for n in int8.graph.node}
+    assert sum(n.op_type == "QuantizeLinear" for n in int8.graph.node) > 3  # the elementwise ops got quantized too
+
+
 def test_profile_int8_reports_fp32_and_int8_side_by_side(int8_run, run_cli):
     r = run_cli("profile", "-r", int8_run, "--int8", "--input-size", "32x32", "--threads", "1", "--warmup", "1",
                 "--runs", "3", "--min-seconds", "0", "--json", "--quiet")

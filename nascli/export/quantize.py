@@ -7,6 +7,11 @@ QuantizeLinear/DequantizeLinear pairs around every tensor of a quantizable op, w
 into int8 kernels (QLinearConv and friends) when it loads the model. Weights are int8, per output
 channel; activations uint8 (the U8S8 pairing ONNX Runtime's x86 and ARM kernels are fastest with).
 
+Before quantizing, HardSigmoid and HardSwish (MobileNetV3's activations and squeeze-excite gates) are
+rewritten as the Mul/Add/Clip they are: ONNX Runtime has no int8 kernel for either, so left as they are
+each runs dequantize -> fp32 -> quantize, and MobileNetV3 models came out slower in int8 than in fp32;
+Mul and Add get QLinearMul/QLinearAdd and the Clip folds into the quantization range.
+
 Kept in fp32: only the nodes named in `exclude` (the caller's choice; there is no automatic
 sensitivity pass). An op ONNX Runtime cannot quantize stays fp32 silently in `quantize_static`; here the
 result is inspected, every compute op (Conv, Gemm, MatMul, ...) left in fp32 is reported, and a model in
@@ -84,9 +89,11 @@ def quantize(fp32: bytes, inputs: Sequence[np.ndarray | dict[str, np.ndarray]], 
     exclude = list(exclude)
     calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
              "percentile": CalibrationMethod.Percentile}[method]
+    model = onnx.load_from_string(fp32)
+    rewritten = hard_activations_as_elementwise(model)
     with tempfile.TemporaryDirectory(prefix="nascli-int8-") as tmp:
         src, pre, out = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(fp32)
+        src.write_bytes(model.SerializeToString() if rewritten else fp32)
         try:
             quant_pre_process(str(src), str(pre))
         except Exception as e:  # pre-processing is an optimisation: quantize the plain export instead
@@ -116,7 +123,44 @@ def quantize(fp32: bytes, inputs: Sequence[np.ndarray | dict[str, np.ndarray]], 
                           hint="ONNX Runtime quantizes Conv, Gemm and MatMul; export this model without --int8")
     if fp32_ops:
         log.info("int8: %d compute ops quantized, %d kept in fp32: %s", quantized, len(fp32_ops), ", ".join(fp32_ops))
-    return QuantizeResult(data, settings(method, per_channel, exclude), quantized, fp32_ops)
+    done = {**settings(method, per_channel, exclude), "hard_activations_rewritten": rewritten}
+    return QuantizeResult(data, done, quantized, fp32_ops)
+
+
+def hard_activations_as_elementwise(model: onnx.ModelProto) -> int:
+    """Rewrite every HardSigmoid / HardSwish node of `model` in place as Mul -> Add -> Clip (-> Mul by x).
+
+    HardSigmoid(x) = clip(alpha * x + beta, 0, 1); HardSwish(x) = x * HardSigmoid(x) with alpha 1/6, beta 0.5
+    (the ONNX definitions). Returns how many nodes were rewritten. A rewritten node's output name is kept,
+    so the graph's consumers and outputs are untouched.
+    """
+    from onnx import helper, numpy_helper
+
+    graph, nodes, count = model.graph, [], 0
+    taken = {n.name for n in graph.node} | {i.name for i in graph.initializer}
+    for node in graph.node:
+        if node.op_type not in ("HardSigmoid", "HardSwish"):
+            nodes.append(node)
+            continue
+        attrs = {a.name: a.f for a in node.attribute}
+        alpha = attrs.get("alpha", 0.2) if node.op_type == "HardSigmoid" else 1 / 6
+        beta = attrs.get("beta", 0.5) if node.op_type == "HardSigmoid" else 0.5
+        count += 1
+        p = f"nascli_hard{count}"
+        while any(name.startswith(p) for name in taken):  # a name the graph already uses
+            p += "_"
+        for suffix, value in (("alpha", alpha), ("beta", beta), ("lo", 0.0), ("hi", 1.0)):
+            graph.initializer.append(numpy_helper.from_array(np.array(value, dtype=np.float32), f"{p}_{suffix}"))
+        gate = node.output[0] if node.op_type == "HardSigmoid" else f"{p}_gate"
+        nodes += [helper.make_node("Mul", [node.input[0], f"{p}_alpha"], [f"{p}_scaled"], name=f"{p}/Mul"),
+                  helper.make_node("Add", [f"{p}_scaled", f"{p}_beta"], [f"{p}_shifted"], name=f"{p}/Add"),
+                  helper.make_node("Clip", [f"{p}_shifted", f"{p}_lo", f"{p}_hi"], [gate], name=f"{p}/Clip")]
+        if node.op_type == "HardSwish":
+            nodes.append(helper.make_node("Mul", [node.input[0], gate], [node.output[0]], name=f"{p}/MulX"))
+    if count:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return count
 
 
 def _inspect(model: onnx.ModelProto) -> tuple[int, list[str]]:
