@@ -7,7 +7,8 @@ With `recipes/bccd.yml` (one training recipe for every model):
     search --algo efficientdet                     (recipes/bccd_efficientdet.yml: the same data and training)
     train --pick N, eval, profile                  the front's best-mAP members, trained like the baselines
 
-Latency is ONNX Runtime's at each model's own training input size, `--threads` threads; training images
+Latency is ONNX Runtime's at each model's own training input size, `--threads` threads, re-timed side by side at the
+end on the architectures with random weights (so rows kept from an earlier session are timed in this one); training images
 per second are the training list's images over an epoch's wall time (validation included, so a lower
 bound). Every step is skipped when its result is on disk, trainings resume (`train --resume`) and the
 search resumes itself, so a stopped run continues with the same command. A finished model's row and the
@@ -111,26 +112,24 @@ def main() -> None:
         row = _kept(partial, label, lambda lb=label, e=member["encoding"]: trained(
             run, lb, t, marks, log, "--recipe", args.recipe, "--encoding", e))
         rows.append({**row, "model": f"searched {member['encoding']}"})
-    timed_side_by_side = _retime(rows, out, run, t)
+    _retime(rows, out, args.recipe, t)
     _plot(result, front, rows, out, args.name)
     base = next(r for r in rows if r["model"] == GOAL_BASELINE)
     wins = [r for r in rows if r["model"].startswith("searched") and r["val mAP"] > base["val mAP"]
             and r["ORT ms"] <= base["ORT ms"]]
     doc = {**header(args.name), "data_check": check.stdout[-2000:], "steps": log, "models": rows,
-           "retimed_side_by_side": timed_side_by_side,
            "search": {"candidates": len(result), "front": len(front)}}
     save_json(args.name, doc)
     cols = ["model", "val mAP", "AP50", "AP75"] + [c for c in rows[0] if c.startswith("AP ")] + [
-        "input", "ORT ms"] + (["ORT ms (after training)"] if timed_side_by_side else []) + [
-        "GMACs", "M params", "epochs", "train img/s"]
+        "input", "ORT ms", "ORT ms (after training)", "load when timed", "GMACs", "M params", "epochs", "train img/s"]
     md = f"""## Detection on BCCD (issue 19): baselines from random weights and the efficientdet search
 
 `{doc['command']}` ({doc['date']}; {machine_line(doc['machine'])}; {args.threads} threads).
 Every model trained from random weights with `{_shown(args.recipe)}`; the search with
 `{_shown(args.search_recipe)}` ({len(result)} candidates, front {len(front)}), then its best-mAP front
 members trained like the baselines. ORT ms: ONNX Runtime median at each model's training input size,
-{'re-timed side by side at the end (median of 3 `nascli profile` runs per model, taken in turn)' if timed_side_by_side
- else 'as timed right after each training (some run directories were gone: not re-timed side by side)'}.
+re-timed side by side at the end (median of 3 `nascli profile` runs per model, taken in turn, on the
+architecture with random weights); "after training" is the figure taken right after each training.
 
 {table(rows, cols)}
 
@@ -141,30 +140,25 @@ Front and baselines: `bench/results/{args.name}_front.png`. Goal (a searched mod
     print(md)
 
 
-def _retime(rows: list[dict], out: Path, search_run: Path, threads: list[str], rounds: int = 3) -> bool:
+def _retime(rows: list[dict], out: Path, recipe: Path, threads: list[str], rounds: int = 3) -> None:
     """Time every model's ONNX Runtime latency again, in turn, so the goal's comparison sees one machine state.
 
-    Each row keeps its after-training figure as `ORT ms (after training)`. Only possible while every
-    model's checkpoint is on disk (run directories do not outlive a session); else the rows are left as
-    they are and False is returned.
+    The architectures are rebuilt with random weights (latency does not depend on them), so this works
+    when the trained run directories are gone (a later session, another host: rows kept in the partial
+    file were timed there). Each row keeps its after-training figure as `ORT ms (after training)`.
     """
-    def checkpoint(row: dict) -> Path:
-        if row["model"].startswith("searched "):
-            return search_run / "train" / f"efficientdet-{row['model'].split(' ', 1)[1]}" / "best.pth"
-        return out / row["model"] / "train" / row["model"] / "best.pth"
-
-    paths = [checkpoint(r) for r in rows]
-    if not all(p.is_file() for p in paths):
-        return False
     times: list[list[float]] = [[] for _ in rows]
     for _ in range(rounds):
-        for i, p in enumerate(paths):
-            prof = json.loads(nascli("profile", "-r", p.parents[2], "--checkpoint", p, "--json", *threads).stdout)
+        for i, row in enumerate(rows):
+            arch = (["--encoding", row["model"].split(" ", 1)[1]] if row["model"].startswith("searched ")
+                    else ["--model", row["model"]])
+            classes = sum(k.startswith("AP ") for k in row)  # one per-class AP column per class
+            prof = json.loads(nascli("profile", "-r", out / "retime", "--recipe", recipe, *arch, "--num-classes",
+                                     classes, "--input-size", row["input"], "--json", *threads).stdout)
             times[i].append(prof["onnxruntime"]["median_ms"])
     for row, ms in zip(rows, times):
         row.setdefault("ORT ms (after training)", row["ORT ms"])
         row["ORT ms"] = round(sorted(ms)[len(ms) // 2], 3)
-    return True
 
 
 PARTIAL = RESULTS / "det_bccd_partial.json"
