@@ -53,6 +53,12 @@ def save_json(name: str, data: dict) -> Path:
     return path
 
 
+def shown(path: Path) -> str:
+    """A path as a results table shows it: relative to the repository when inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def machine_line(m: dict) -> str:
     return (f"{m['cpu']}, {m['cpu_count']} cores, SIMD {' '.join(m['simd']) or 'n/a'}, {m['memory_gib']} GiB; "
             f"torch {m['torch']} ({m['torch_threads']} threads), onnxruntime {m['onnxruntime']}, git {m['git']}")

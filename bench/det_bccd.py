@@ -31,7 +31,7 @@ from pathlib import Path
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import RESULTS, ROOT, header, machine_line, nascli, save_json, table, write_section  # noqa: E402
+from common import RESULTS, ROOT, header, machine_line, nascli, save_json, shown, table, write_section  # noqa: E402
 
 RECIPE = ROOT / "recipes" / "bccd.yml"
 SEARCH_RECIPE = ROOT / "recipes" / "bccd_efficientdet.yml"
@@ -86,30 +86,29 @@ def main() -> None:
     ap.add_argument("--name", default="det_bccd",
                     help="results bench/results/NAME*.json/png and BENCHMARKS.md section NAME (a smoke run: another name)")
     args = ap.parse_args()
-    global PARTIAL
-    PARTIAL = RESULTS / f"{args.name}_partial.json"
+    partial_file = RESULTS / f"{args.name}_partial.json"
     out = args.out.resolve()
     marks, t, log = out / "done", ["--threads", str(args.threads)], []
     check = nascli("data", "check", "--data-root", ROOT.parent / "shared/data/bccd", "--list",
                    ROOT.parent / "shared/data/bccd/train.txt", "--list", ROOT.parent / "shared/data/bccd/val.txt",
                    check=False)
-    partial = _load_partial()
+    partial = _load_partial(partial_file)
     rows = []
     for model in BASELINES:
-        rows.append(_kept(partial, model, lambda m=model: trained(out / m, m, t, marks, log, "--recipe", args.recipe,
+        rows.append(_kept(partial, partial_file, model, lambda m=model: trained(out / m, m, t, marks, log, "--recipe", args.recipe,
                                                                   "--model", m)))
     run = out / "search"
     if "search" not in partial:
         step("search", marks / "search", "search", "-r", run, "--recipe", args.search_recipe, *t, log=log)
         partial["search"] = {name: pd.read_csv(run / "search" / f"{name}.csv", dtype={"encoding": str})
                              .to_dict(orient="records") for name in ("result", "pareto_front")}
-        _save_partial(partial)
+        _save_partial(partial_file, partial)
     result = pd.DataFrame(partial["search"]["result"])
     front = pd.DataFrame(partial["search"]["pareto_front"])
     front = front.sort_values("mAP", ascending=False).reset_index(drop=True)
     for _, member in front.head(args.front).iterrows():
         label = f"efficientdet-{member['encoding']}"
-        row = _kept(partial, label, lambda lb=label, e=member["encoding"]: trained(
+        row = _kept(partial, partial_file, label, lambda lb=label, e=member["encoding"]: trained(
             run, lb, t, marks, log, "--recipe", args.recipe, "--encoding", e))
         rows.append({**row, "model": f"searched {member['encoding']}"})
     _retime(rows, out, args.recipe, t)
@@ -125,8 +124,8 @@ def main() -> None:
     md = f"""## Detection on BCCD (issue 19): baselines from random weights and the efficientdet search
 
 `{doc['command']}` ({doc['date']}; {machine_line(doc['machine'])}; {args.threads} threads).
-Every model trained from random weights with `{_shown(args.recipe)}`; the search with
-`{_shown(args.search_recipe)}` ({len(result)} candidates, front {len(front)}), then its best-mAP front
+Every model trained from random weights with `{shown(args.recipe)}`; the search with
+`{shown(args.search_recipe)}` ({len(result)} candidates, front {len(front)}), then its best-mAP front
 members trained like the baselines. ORT ms: ONNX Runtime median at each model's training input size,
 re-timed side by side at the end (median of 3 `nascli profile` runs per model, taken in turn, on the
 architecture with random weights); "after training" is the figure taken right after each training.
@@ -161,28 +160,20 @@ def _retime(rows: list[dict], out: Path, recipe: Path, threads: list[str], round
         row["ORT ms"] = round(sorted(ms)[len(ms) // 2], 3)
 
 
-PARTIAL = RESULTS / "det_bccd_partial.json"
+def _load_partial(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {"rows": {}}
 
 
-def _shown(path: Path) -> str:
-    path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
-
-
-def _load_partial() -> dict:
-    return json.loads(PARTIAL.read_text()) if PARTIAL.exists() else {"rows": {}}
-
-
-def _save_partial(partial: dict) -> None:
+def _save_partial(path: Path, partial: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    PARTIAL.write_text(json.dumps(partial, indent=2, default=str) + "\n")
+    path.write_text(json.dumps(partial, indent=2, default=str) + "\n")
 
 
-def _kept(partial: dict, key: str, compute) -> dict:
+def _kept(partial: dict, path: Path, key: str, compute) -> dict:
     """A model's row from an earlier session, else computed now and kept at once."""
     if key not in partial["rows"]:
         partial["rows"][key] = compute()
-        _save_partial(partial)
+        _save_partial(path, partial)
     return dict(partial["rows"][key])
 
 

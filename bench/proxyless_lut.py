@@ -146,7 +146,7 @@ def main() -> None:
     noise = (f"The same {len(rows)} subnets timed again right after: median |difference| {repeat['median_abs_diff_pct']}%,"
              f" Spearman {repeat['spearman']} between the two measurements (the ceiling for any predictor).\n"
              if repeat else "")
-    md = f"""### Proxyless latency table vs measured whole subnets (issue 18): {recipe_file or args.run}
+    md = f"""### Proxyless latency table vs measured whole subnets (issue 18): {common.shown(recipe_file or args.run)}
 
 `{data['command']}` ({data['date']}; {common.machine_line(data['machine'])}).
 
