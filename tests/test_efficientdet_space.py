@@ -113,3 +113,38 @@ def test_config_section_builds_its_space_and_refuses_bad_values():
 def test_space_module_imports_no_torch():
     code = "import sys, nascli.spaces.efficientdet; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def _propose_in(space, strategy, seen, index):
+    from types import SimpleNamespace
+
+    from nascli.steps.search import _propose
+
+    recipe = SimpleNamespace(seed=0, search=SimpleNamespace(max_retries=50, max_macs=None, max_params=None,
+                                                            max_latency_ms=None))
+    stats = {"duplicates": 0, "rejected": 0}
+    proposal, _ = _propose(strategy, space, SimpleNamespace(cost=lambda e: {}), recipe, index, seen, stats)
+    return proposal, stats
+
+
+def test_a_front_whose_neighbours_are_all_evaluated_falls_back_to_samples_then_the_space_runs_out():
+    # BCCD's first search: phi0 led on mAP and latency, and its only neighbours (phi1, phi2) were evaluated,
+    # so every mutation was a duplicate and the search stopped with an error at candidate 6.
+    from nascli.strategies.evolution import AdelaideEA
+
+    space = EfficientDetSpace(max_phi=2, width_ratios=(1.2, 1.5), depth_steps=(0.5,), res_steps=(32, 64))
+    strategy = AdelaideEA(space, random_samples=2, mutate_samples=100, objectives=["map", "latency"])
+    seen = {"phi0", "phi1", "phi2"}
+    for code, mAP, ms in (("phi0", 0.3, 8.0), ("phi1", 0.2, 16.0), ("phi2", 0.25, 30.0)):
+        strategy.tell({"status": "ok", "encoding": code, "mAP": mAP, "latency_ms": ms})
+    assert strategy.front() == ["phi0"]
+    proposal, stats = _propose_in(space, strategy, seen, 3)
+    assert proposal.phase == "mutate-fallback" and proposal.encoding not in seen
+    assert stats["duplicates"] == AdelaideEA.FALLBACK_AFTER  # the stuck asks, then a fresh sample
+
+    index = 4
+    while proposal is not None:  # every remaining network once, then the search ends instead of failing
+        seen.add(proposal.encoding)
+        proposal, stats = _propose_in(space, strategy, seen, index)
+        index += 1
+    assert seen == set(space.enumerate()) and stats["exhausted"]

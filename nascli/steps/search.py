@@ -343,8 +343,12 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
 
 def _propose(strategy, space, evaluator: CandidateEvaluator, recipe: Recipe, index: int,
              seen: set[str], stats: dict):
-    """The next new, feasible proposal (or None when the budget is spent); bounded retries."""
+    """The next new, feasible proposal (or None when the budget is spent or the space has no network left
+    to propose); bounded retries."""
     s = recipe.search
+    if hasattr(space, "enumerate") and seen >= set(space.enumerate()):  # a small space (EfficientDet's), all seen
+        stats["exhausted"] = True
+        return None, None
     rng = random.Random(derive_seed(recipe.seed, index))
     smallest: dict[str, float] = {}
     for _ in range(s.max_retries):

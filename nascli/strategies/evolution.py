@@ -38,9 +38,15 @@ class RandomSearch:
 
 class AdelaideEA:
     """`random_samples` uniform samples, then `mutate_samples` children: each child copies a parent drawn
-    uniformly from the Pareto front of everything evaluated so far and changes exactly one position."""
+    uniformly from the Pareto front of everything evaluated so far and changes exactly one position.
+
+    The search asks again for the same index when a proposal was a duplicate (or over budget). After
+    `FALLBACK_AFTER` such asks the child is a uniform sample instead ("mutate-fallback"): in a small space
+    (EfficientDet's has tens of networks) a one-member front's every neighbour can already be evaluated,
+    and mutating it again could never give a new candidate."""
 
     name = "adelaide-ea"
+    FALLBACK_AFTER = 10
 
     def __init__(self, space: AdelaideSpace, random_samples: int, mutate_samples: int, objectives: list[str]):
         self.space = space
@@ -48,12 +54,14 @@ class AdelaideEA:
         self.mutate_samples = mutate_samples
         self.objectives = list(objectives)
         self.history: list[tuple[str, list[float]]] = []  # (encoding, signed objective values) of ok records
+        self._asks = (-1, 0)  # (index, how many times it was asked): not state, it restarts with each index
 
     def ask(self, index: int, rng: random.Random) -> Proposal | None:
         if index >= self.random_samples + self.mutate_samples:
             return None
+        self._asks = (index, self._asks[1] + 1 if self._asks[0] == index else 1)
         front = self.front() if index >= self.random_samples else []
-        if not front:  # random phase, or nothing has succeeded yet to mutate
+        if not front or self._asks[1] > self.FALLBACK_AFTER:  # random phase, nothing to mutate, or stuck
             return Proposal(self.space.sample(rng), "random" if index < self.random_samples else "mutate-fallback")
         parent = rng.choice(front)
         child, pos = self.space.mutate(parent, rng)
