@@ -85,14 +85,23 @@ def main() -> None:
                     help="the search's recipe (default recipes/bccd_efficientdet.yml)")
     ap.add_argument("--name", default="det_bccd",
                     help="results bench/results/NAME*.json/png and BENCHMARKS.md section NAME (a smoke run: another name)")
+    ap.add_argument("--baselines-from", metavar="NAME",
+                    help="take the baselines' rows from bench/results/NAME_partial.json (trained there with the same "
+                         "--recipe) instead of training them again: for a second search beside the same baselines")
     args = ap.parse_args()
     partial_file = RESULTS / f"{args.name}_partial.json"
+    partial = _load_partial(partial_file)
+    if args.baselines_from:
+        other = _load_partial(RESULTS / f"{args.baselines_from}_partial.json")
+        for model in BASELINES:
+            if model not in partial["rows"] and model in other["rows"]:
+                partial["rows"][model] = {**other["rows"][model], "from": args.baselines_from}
+        _save_partial(partial_file, partial)
     out = args.out.resolve()
     marks, t, log = out / "done", ["--threads", str(args.threads)], []
     check = nascli("data", "check", "--data-root", ROOT.parent / "shared/data/bccd", "--list",
                    ROOT.parent / "shared/data/bccd/train.txt", "--list", ROOT.parent / "shared/data/bccd/val.txt",
                    check=False)
-    partial = _load_partial(partial_file)
     rows = []
     for model in BASELINES:
         rows.append(_kept(partial, partial_file, model, lambda m=model: trained(out / m, m, t, marks, log, "--recipe", args.recipe,
@@ -126,7 +135,7 @@ def main() -> None:
 `{doc['command']}` ({doc['date']}; {machine_line(doc['machine'])}; {args.threads} threads).
 Every model trained from random weights with `{shown(args.recipe)}`; the search with
 `{shown(args.search_recipe)}` ({len(result)} candidates, front {len(front)}), then its best-mAP front
-members trained like the baselines. ORT ms: ONNX Runtime median at each model's training input size,
+members trained like the baselines.{f" The baselines were trained for `{args.baselines_from}` (same recipe) and re-timed here." if args.baselines_from else ""} ORT ms: ONNX Runtime median at each model's training input size,
 re-timed side by side at the end (median of 3 `nascli profile` runs per model, taken in turn, on the
 architecture with random weights); "after training" is the figure taken right after each training.
 

@@ -151,7 +151,9 @@ def _efficientdet_space(recipe):
 def _efficientdet_spec(recipe, code: str) -> dict:
     from nascli.spaces.efficientdet import efficientdet_kwargs
 
-    return efficientdet_kwargs(code, fusion=recipe.efficientdet.fusion, space=recipe.efficientdet.space())
+    ed = recipe.efficientdet
+    return efficientdet_kwargs(code, fusion=ed.fusion, head_conv=ed.head_conv, anchor_scale=ed.anchor_scale,
+                               space=ed.space())
 
 
 def _efficientdet_kwargs(recipe, code: str, num_classes: int) -> dict:
@@ -175,7 +177,8 @@ SPACES: dict[str, Space] = {s.name: s for s in (
           "a proxyless encoding names each layer's op, '-' between layers and '.' between stages, e.g. "
           "mb3-skip.sep3-dil5 (the recipe's proxyless: section gives the stages)"),
     Space("efficientdet", _efficientdet_space, "efficientdet", _efficientdet_kwargs,
-          "an efficientdet encoding is phi<N> with optional ratio overrides, e.g. phi1 or phi2-w1.2-d0.5-r32",
+          "an efficientdet encoding is phi<N> with optional ratio overrides, e.g. phi1 or phi2-w1.2-d0.5-r32 "
+          "(b<width>: the backbone's width multiplier, e.g. phi0-b0.5)",
           input_size=_efficientdet_size),
 )}
 

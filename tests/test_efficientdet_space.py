@@ -148,3 +148,35 @@ def test_a_front_whose_neighbours_are_all_evaluated_falls_back_to_samples_then_t
         proposal, stats = _propose_in(space, strategy, seen, index)
         index += 1
     assert seen == set(space.enumerate()) and stats["exhausted"]
+
+
+def test_backbone_width_is_a_searched_choice_that_builds_a_narrower_encoder():
+    import torch
+
+    from nascli.zoo import detectors
+    from nascli.zoo.registry import create_model
+
+    space = EfficientDetSpace(max_phi=1, backbone_widths=(0.5,), base_depth=2, base_head_depth=2)
+    assert space.backbone_widths == (0.5, 1.0)  # 1.0 is always a choice, like the paper's ratios
+    assert space.canonical("phi0-b1") == "phi0" and space.canonical("phi1-b0.5") == "phi1-b0.5"
+    assert len(space.enumerate()) == 2 * len(EfficientDetSpace(max_phi=1, base_depth=2).enumerate())
+    with pytest.raises(EncodingError, match=r"backbone width b 0\.75 is not one of 0\.5, 1"):
+        space.parse("phi0-b0.75")
+    kw = efficientdet_kwargs("phi0-b0.5", space=space, head_conv="separable", anchor_scale=2.0)
+    assert kw["model"] == {"width": 64, "neck_repeats": 2, "head_depth": 2, "fusion": "fast", "backbone_width": 0.5,
+                           "head_conv": "separable", "anchor_scale": 2.0}
+    assert "backbone_width" not in efficientdet_kwargs("phi0", space=space)["model"]  # old specs stay as saved
+    model = create_model("efficientdet", num_classes=2, **kw["model"]).eval()
+    assert model.encoder.width_mult == 0.5 and [model.encoder.feature_info[t].channels for t in (1, 2, 3)] == [16, 48, 160]
+    full = create_model("efficientdet", num_classes=2, **efficientdet_kwargs("phi0", space=space)["model"])
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in full.parameters())
+    depthwise = [m for m in model.head.classification_head.conv if isinstance(m, torch.nn.Conv2d) and m.groups > 1]
+    assert len(depthwise) == 2  # one depthwise conv per separable tower layer
+    with torch.no_grad():
+        raw = model(torch.zeros(1, 3, 64, 64))
+    assert raw["cls_logits"].shape[-1] == 2
+    assert detectors.HEAD_CONVS == __import__("nascli.spaces.efficientdet", fromlist=["x"]).HEAD_CONVS
+    with pytest.raises(ValueError, match="head_conv"):
+        EfficientDetConfig(head_conv="dw")
+    with pytest.raises(ValueError, match="backbone widths"):
+        EfficientDetConfig(backbone_widths=[0])

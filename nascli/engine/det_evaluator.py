@@ -109,8 +109,8 @@ class DetectionCandidateEvaluator:
                                               max_val=self.cfg.max_val_images)
         torch.manual_seed(run_seed)
         model = create_model(spec["name"], **spec["kwargs"])
-        if self.encoder_state is not None and hasattr(model, "encoder"):
-            load_encoder_weights(model.encoder, self.encoder_state)
+        if self.encoder_state is not None and getattr(getattr(model, "encoder", None), "width_mult", None) == 1.0:
+            load_encoder_weights(model.encoder, self.encoder_state)  # other backbone widths start from random weights
         model.to(self.device)
         try:
             metrics = self._train(model, train_ds, val_ds, recipe, run_seed)

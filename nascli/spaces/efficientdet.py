@@ -8,18 +8,25 @@ Tan, Pang and Le, "EfficientDet", CVPR 2020, scale a BiFPN detector by one coeff
     input side    512 + 128 * phi
 
 This 2-core CPU cannot train at 512, so the base width, base input side and the input step per phi are
-the space's settings (defaults 64, 256 and 64: the paper's 512 + 128 phi halved). The paper's table
-rounds D2's width to 112 where the formula gives 116.6 -> 120; we follow the formula, as SPEC 3.6 says.
+the space's settings (defaults 64, 256 and 64: the paper's 512 + 128 phi halved), and so are the base
+neck and head depths (defaults 3 and 3, the paper's D0). The paper's table rounds D2's width to 112
+where the formula gives 116.6 -> 120; we follow the formula, as SPEC 3.6 says.
 
-An encoding is `phi<N>` plus optional overrides of the three scaling ratios, joined by `-`:
+The paper scales its backbone too (EfficientNet B0..B6 with phi). Here the backbone is nascli's
+MobileNetV2 and its width multiplier is a fourth searched choice (`backbone_widths`, default 1.0 only):
+on this CPU MobileNetV2-1.0 alone at 256x256 costs what the whole SSDlite detector does, so a latency
+budget at SSDlite's needs a narrower backbone. Pretrained encoders exist only at width 1.0.
 
-    phi1                  the paper's ratios
+An encoding is `phi<N>` plus optional overrides of the scaling ratios and the backbone width, joined by `-`:
+
+    phi1                  the paper's ratios, backbone width 1.0
     phi2-w1.2-d0.5-r32    width ratio 1.2 (W = base * 1.2^phi), depth step 0.5 (D = 3 + floor(0.5 phi)),
                           input step 32 px per phi
+    phi0-b0.5             MobileNetV2 at width multiplier 0.5
 
-Each override must be one of the space's choices (`width_ratios`, `depth_steps`, `res_steps`). The
-canonical form (the dedup and CSV key) leaves out every override that does not change the network
-from the default ratios' one, so `phi0-w1.5` is `phi0` and `phi1-w1.35-d1-r64` is `phi1`.
+Each override must be one of the space's choices (`width_ratios`, `depth_steps`, `res_steps`,
+`backbone_widths`). The canonical form (the dedup and CSV key) leaves out every override that does not
+change the network from the default ratios' one, so `phi0-w1.5` is `phi0` and `phi1-w1.35-d1-r64` is `phi1`.
 """
 
 from __future__ import annotations
@@ -35,11 +42,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PART_SEP = "-"
 DEFAULT_WIDTH_RATIO = 1.35
 DEFAULT_DEPTH_STEP = 1.0
+DEFAULT_BACKBONE_WIDTH = 1.0
 BASE_DEPTH, BASE_HEAD_DEPTH = 3, 3
 FUSIONS = ("fast", "softmax", "sum")
+HEAD_CONVS = ("full", "separable")  # nascli.zoo.detectors.HEAD_CONVS (this module imports no torch)
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
-_FIELDS = ("phi", "width_ratio", "depth_step", "res_step")
-_PREFIX = {"w": "width_ratio", "d": "depth_step", "r": "res_step"}
+_FIELDS = ("phi", "width_ratio", "depth_step", "res_step", "backbone_width")
+_PREFIX = {"w": "width_ratio", "d": "depth_step", "r": "res_step", "b": "backbone_width"}
 
 
 class EncodingError(ValueError):
@@ -48,12 +57,13 @@ class EncodingError(ValueError):
 
 @dataclass(frozen=True)
 class Scaling:
-    """A parsed encoding: phi and the three ratios (defaults filled in)."""
+    """A parsed encoding: phi, the three ratios and the backbone width (defaults filled in)."""
 
     phi: int
     width_ratio: float
     depth_step: float
     res_step: int
+    backbone_width: float = DEFAULT_BACKBONE_WIDTH
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,7 @@ class Scaled:
     neck_repeats: int
     head_depth: int
     input_size: int
+    backbone_width: float = DEFAULT_BACKBONE_WIDTH
 
 
 def round_width(w: float, multiple: int = 8) -> int:
@@ -72,12 +83,14 @@ def round_width(w: float, multiple: int = 8) -> int:
 
 
 def compound(phi: int, *, base_width: int = 64, base_size: int = 256, res_step: int = 64,
-             width_ratio: float = DEFAULT_WIDTH_RATIO, depth_step: float = DEFAULT_DEPTH_STEP) -> Scaled:
-    """SPEC 3.6's compound scaling of one coefficient `phi`."""
+             width_ratio: float = DEFAULT_WIDTH_RATIO, depth_step: float = DEFAULT_DEPTH_STEP,
+             base_depth: int = BASE_DEPTH, base_head_depth: int = BASE_HEAD_DEPTH,
+             backbone_width: float = DEFAULT_BACKBONE_WIDTH) -> Scaled:
+    """SPEC 3.6's compound scaling of one coefficient `phi` (from a D0 of `base_*` sizes)."""
     return Scaled(width=round_width(base_width * width_ratio ** phi),
-                  neck_repeats=BASE_DEPTH + int(math.floor(depth_step * phi + 1e-9)),
-                  head_depth=BASE_HEAD_DEPTH + phi // 3,
-                  input_size=base_size + res_step * phi)
+                  neck_repeats=base_depth + int(math.floor(depth_step * phi + 1e-9)),
+                  head_depth=base_head_depth + phi // 3,
+                  input_size=base_size + res_step * phi, backbone_width=backbone_width)
 
 
 def _num(v: float) -> str:
@@ -87,28 +100,32 @@ def _num(v: float) -> str:
 class EfficientDetSpace:
     """phi in 0..max_phi and the ratio choices: parse/format/validate, sample, mutate, canonical.
 
-    The paper's ratios (w 1.35, d 1, r `res_step`) are always among the choices; empty choice lists
-    leave phi as the only searched number.
+    The paper's ratios (w 1.35, d 1, r `res_step`) and backbone width 1.0 are always among the choices;
+    empty choice lists leave phi as the only searched number.
     """
 
     name = "efficientdet"
 
     def __init__(self, *, max_phi: int = 3, base_width: int = 64, base_size: int = 256, res_step: int = 64,
                  width_ratios: Sequence[float] = (1.2, 1.35, 1.5), depth_steps: Sequence[float] = (0.5, 1.0),
-                 res_steps: Sequence[int] | None = None):
+                 res_steps: Sequence[int] | None = None, backbone_widths: Sequence[float] = (),
+                 base_depth: int = BASE_DEPTH, base_head_depth: int = BASE_HEAD_DEPTH):
         if max_phi < 0:
             raise EncodingError(f"max_phi must be >= 0, got {max_phi}")
         self.max_phi, self.base_width, self.base_size, self.res_step = max_phi, base_width, base_size, res_step
+        self.base_depth, self.base_head_depth = base_depth, base_head_depth
+        self.backbone_widths = tuple(sorted({float(b) for b in (*backbone_widths, DEFAULT_BACKBONE_WIDTH)}))
         self.width_ratios = tuple(sorted({float(w) for w in (*width_ratios, DEFAULT_WIDTH_RATIO)}))
         self.depth_steps = tuple(sorted({float(d) for d in (*depth_steps, DEFAULT_DEPTH_STEP)}))
         steps = res_steps if res_steps is not None else (res_step // 2, res_step)
         self.res_steps = tuple(sorted({int(r) for r in (*steps, res_step)}))
-        self.default = Scaling(0, DEFAULT_WIDTH_RATIO, DEFAULT_DEPTH_STEP, res_step)
+        self.default = Scaling(0, DEFAULT_WIDTH_RATIO, DEFAULT_DEPTH_STEP, res_step, DEFAULT_BACKBONE_WIDTH)
         self._canonical = self._spellings()
 
     def __repr__(self) -> str:
         return (f"EfficientDetSpace(phi 0..{self.max_phi}, w {self.width_ratios}, d {self.depth_steps}, "
-                f"r {self.res_steps}, base {self.base_width}ch {self.base_size}px)")
+                f"r {self.res_steps}, b {self.backbone_widths}, base {self.base_width}ch {self.base_size}px "
+                f"D{self.base_depth} H{self.base_head_depth})")
 
     # --- text <-> scaling ---------------------------------------------------------------------------
     def parse(self, text: str) -> Scaling:
@@ -122,8 +139,8 @@ class EfficientDetSpace:
         for part in parts[1:]:
             key, num = part[:1], part[1:]
             if key not in _PREFIX or not _NUMBER.match(num):
-                raise EncodingError(f"encoding {text!r}: part {part!r} is not w<width ratio>, d<depth step> "
-                                    f"or r<input step in px> (e.g. phi1-w1.35-d1-r64)")
+                raise EncodingError(f"encoding {text!r}: part {part!r} is not w<width ratio>, d<depth step>, "
+                                    f"r<input step in px> or b<backbone width> (e.g. phi1-w1.35-d1-r64-b0.5)")
             field = _PREFIX[key]
             if field in values:
                 raise EncodingError(f"encoding {text!r}: {key}<...> given twice")
@@ -140,7 +157,8 @@ class EfficientDetSpace:
             raise EncodingError(f"encoding {shown!r}: phi {s.phi} is out of range 0..{self.max_phi}")
         for label, value, choices in (("width ratio w", s.width_ratio, self.width_ratios),
                                       ("depth step d", s.depth_step, self.depth_steps),
-                                      ("input step r", s.res_step, self.res_steps)):
+                                      ("input step r", s.res_step, self.res_steps),
+                                      ("backbone width b", s.backbone_width, self.backbone_widths)):
             if not any(abs(value - c) < 1e-9 for c in choices):
                 raise EncodingError(f"encoding {shown!r}: {label} {_num(value)} is not one of "
                                     f"{', '.join(_num(c) for c in choices)}")
@@ -156,6 +174,8 @@ class EfficientDetSpace:
             parts.append(f"d{_num(s.depth_step)}")
         if s.res_step != self.res_step:
             parts.append(f"r{s.res_step}")
+        if s.backbone_width != DEFAULT_BACKBONE_WIDTH:
+            parts.append(f"b{_num(s.backbone_width)}")
         return PART_SEP.join(parts)
 
     def canonical(self, text: str) -> str:
@@ -164,11 +184,12 @@ class EfficientDetSpace:
         return self._canonical[self.scaled(self.parse(text))]
 
     def _spellings(self) -> dict[Scaled, str]:
-        combos = [Scaling(phi, w, d, r) for phi in range(self.max_phi + 1) for w in self.width_ratios
-                  for d in self.depth_steps for r in self.res_steps]
+        combos = [Scaling(phi, w, d, r, b) for phi in range(self.max_phi + 1) for w in self.width_ratios
+                  for d in self.depth_steps for r in self.res_steps for b in self.backbone_widths]
 
         def preference(s: Scaling) -> tuple:
-            overrides = (s.width_ratio != DEFAULT_WIDTH_RATIO, s.depth_step != DEFAULT_DEPTH_STEP, s.res_step != self.res_step)
+            overrides = (s.width_ratio != DEFAULT_WIDTH_RATIO, s.depth_step != DEFAULT_DEPTH_STEP,
+                         s.res_step != self.res_step, s.backbone_width != DEFAULT_BACKBONE_WIDTH)
             return (s.phi, sum(overrides), overrides[::-1])
 
         out: dict[Scaled, str] = {}
@@ -180,10 +201,11 @@ class EfficientDetSpace:
     def scaled(self, s: Scaling | str) -> Scaled:
         s = self.parse(s) if isinstance(s, str) else s
         return compound(s.phi, base_width=self.base_width, base_size=self.base_size, res_step=s.res_step,
-                        width_ratio=s.width_ratio, depth_step=s.depth_step)
+                        width_ratio=s.width_ratio, depth_step=s.depth_step, base_depth=self.base_depth,
+                        base_head_depth=self.base_head_depth, backbone_width=s.backbone_width)
 
     def enumerate(self) -> list[str]:
-        """Every distinct network of the space, as canonical encodings (small: tens)."""
+        """Every distinct network of the space, as canonical encodings (small: tens to a few hundred)."""
         return sorted(self._canonical.values(), key=lambda c: (self.parse(c).phi, c.count(PART_SEP), c))
 
     # --- search moves ----------------------------------------------------------------------------------
@@ -191,10 +213,12 @@ class EfficientDetSpace:
         """phi and each ratio uniformly over its choices, in canonical form."""
         s = Scaling(rng.randint(0, self.max_phi), rng.choice(self.width_ratios), rng.choice(self.depth_steps),
                     rng.choice(self.res_steps))
+        if len(self.backbone_widths) > 1:  # drawn only when searched: searches of the 1.0-only space keep their draws
+            s = replace(s, backbone_width=rng.choice(self.backbone_widths))
         return self.canonical(self.format(s))
 
     def mutate(self, text: str, rng: random.Random) -> tuple[str, int]:
-        """Change one of (phi, w, d, r) so that the network changes; returns (child, position 0..3)."""
+        """Change one of (phi, w, d, r, b) so that the network changes; returns (child, position 0..4)."""
         s = self.parse(text)
         here = self.canonical(text)
         options = []
@@ -210,8 +234,8 @@ class EfficientDetSpace:
 
     def describe(self, text: str) -> str:
         z = self.scaled(text)
-        return (f"{self.canonical(text)}: BiFPN {z.width} ch x {z.neck_repeats} blocks, head depth {z.head_depth}, "
-                f"input {z.input_size}x{z.input_size}")
+        return (f"{self.canonical(text)}: MobileNetV2-{_num(z.backbone_width)}, BiFPN {z.width} ch x {z.neck_repeats} "
+                f"blocks, head depth {z.head_depth}, input {z.input_size}x{z.input_size}")
 
 
 class EfficientDetConfig(BaseModel):
@@ -226,33 +250,51 @@ class EfficientDetConfig(BaseModel):
     width_ratios: list[float] = Field(default_factory=lambda: [1.2, 1.35, 1.5], min_length=1)
     depth_steps: list[float] = Field(default_factory=lambda: [0.5, 1.0], min_length=1)
     res_steps: list[int] = Field(default_factory=lambda: [32, 64], min_length=1)
+    backbone_widths: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    base_depth: int = Field(BASE_DEPTH, ge=1)
+    base_head_depth: int = Field(BASE_HEAD_DEPTH, ge=1)
+    # the detector's fixed parts (not searched)
     fusion: str = "fast"
+    head_conv: str = "full"     # "separable": EfficientDet's depthwise-separable class/box nets
+    anchor_scale: float = Field(4.0, gt=0)  # RetinaNet's: anchors 4 x stride at each level; 2 for small objects
 
     @model_validator(mode="after")
     def _check(self) -> "EfficientDetConfig":
         if self.fusion not in FUSIONS:
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
+        if self.head_conv not in HEAD_CONVS:
+            raise ValueError(f"head_conv must be one of {', '.join(HEAD_CONVS)}, got {self.head_conv!r}")
         if min(self.width_ratios) <= 0 or min(self.depth_steps) < 0 or min(self.res_steps) < 0:
             raise ValueError("width ratios must be > 0, depth and input steps >= 0")
+        if min(self.backbone_widths) <= 0:
+            raise ValueError("backbone widths must be > 0 (MobileNetV2 width multipliers, e.g. 0.5)")
         return self
 
     def space(self) -> EfficientDetSpace:
         return EfficientDetSpace(max_phi=self.max_phi, base_width=self.base_width, base_size=self.base_size,
                                  res_step=self.res_step, width_ratios=self.width_ratios,
-                                 depth_steps=self.depth_steps, res_steps=self.res_steps)
+                                 depth_steps=self.depth_steps, res_steps=self.res_steps,
+                                 backbone_widths=self.backbone_widths, base_depth=self.base_depth,
+                                 base_head_depth=self.base_head_depth)
 
 
-def efficientdet_kwargs(encoding: str, *, fusion: str = "fast", space: EfficientDetSpace | None = None,
-                        **space_settings) -> dict:
+def efficientdet_kwargs(encoding: str, *, fusion: str = "fast", head_conv: str = "full", anchor_scale: float = 4.0,
+                        space: EfficientDetSpace | None = None, **space_settings) -> dict:
     """`{"model": kwargs of the registry's `efficientdet` builder (less num_classes), "input_size": [s, s]}`.
 
     `space` (or `space_settings`, EfficientDetSpace's keywords: base_width, base_size, res_step, ...)
-    fixes what the encoding means.
+    fixes what the encoding means. Keywords at their defaults are left out of "model", so checkpoints
+    of earlier searches keep the spec they were saved with.
     """
     if fusion not in FUSIONS:
         raise EncodingError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
+    if head_conv not in HEAD_CONVS:
+        raise EncodingError(f"head_conv must be one of {', '.join(HEAD_CONVS)}, got {head_conv!r}")
     space = space or EfficientDetSpace(**space_settings)
     z = space.scaled(encoding)
-    return {"model": {"width": z.width, "neck_repeats": z.neck_repeats, "head_depth": z.head_depth,
-                      "fusion": fusion},
-            "input_size": [z.input_size, z.input_size]}
+    model: dict = {"width": z.width, "neck_repeats": z.neck_repeats, "head_depth": z.head_depth, "fusion": fusion}
+    for key, value, default in (("backbone_width", z.backbone_width, DEFAULT_BACKBONE_WIDTH),
+                                ("head_conv", head_conv, "full"), ("anchor_scale", float(anchor_scale), 4.0)):
+        if value != default:
+            model[key] = value
+    return {"model": model, "input_size": [z.input_size, z.input_size]}

@@ -371,6 +371,11 @@ def _init_encoder(net: torch.nn.Module, source: ModelSource, enc: tuple[dict, st
                     "gives a far better model")
         return None
     state, origin = enc
+    width = getattr(net.encoder, "width_mult", 1.0)
+    if width != 1.0:
+        log.warning("the backbone is MobileNetV2 at width %g: encoder weights (%s) exist only at width 1.0, so it "
+                    "starts from random weights", width, origin)
+        return None
     try:
         load_encoder_weights(net.encoder, state)
     except KeyError as e:

@@ -2,6 +2,8 @@
 
 MobileNetV2 (Sandler et al., CVPR 2018) from torchvision, width 1.0, `features[0:18]`; taps after
 `features[3]`, `[6]`, `[13]`, `[17]`: 24, 32, 96, 320 channels at strides 4, 8, 16, 32 (SPEC 3.1).
+Other widths (torchvision's `width_mult`, e.g. 0.5: 16, 16, 48, 160 channels) are for detectors whose
+search scales the backbone; pretrained encoders exist only at width 1.0.
 Parameter names stay torchvision's (`features.N.*`), so a torchvision state dict loads as is.
 """
 
@@ -33,13 +35,17 @@ class MobileNetV2Encoder(nn.Module):
 
     feature_info = MOBILENET_V2_TAPS
 
-    def __init__(self, taps: tuple[int, ...] | list[int] = (0, 1, 2, 3)):
+    def __init__(self, taps: tuple[int, ...] | list[int] = (0, 1, 2, 3), width_mult: float = 1.0):
         super().__init__()
         if not taps or not set(taps) <= set(range(len(self.feature_info))):
             raise ValueError(f"taps must be a non-empty subset of 0..{len(self.feature_info) - 1}, got {taps}")
         self.taps = tuple(sorted(set(taps)))
+        self.width_mult = float(width_mult)
         last = self.feature_info[self.taps[-1]].module
-        full = torchvision.models.mobilenet_v2(weights=None, width_mult=1.0)
+        full = torchvision.models.mobilenet_v2(weights=None, width_mult=self.width_mult)
+        if self.width_mult != 1.0:  # an instance attribute: the class's stays width 1.0's
+            self.feature_info = tuple(FeatureInfo(full.features[f.module].out_channels, f.stride, f.module)
+                                      for f in MOBILENET_V2_TAPS)
         self.features = full.features[: last + 1]
         self._tap_at = {self.feature_info[t].module: t for t in self.taps}
 

@@ -59,6 +59,7 @@ from nascli.zoo.backbones import FeatureInfo, MobileNetV2Encoder
 from nascli.zoo.necks import LEVELS, BiFPN, FPN, level_sizes
 
 HEADS = ("retinanet", "fcos")
+HEAD_CONVS = ("full", "separable")
 NECKS = ("fpn", "bifpn")
 DEFAULT_HEAD = "retinanet"
 ENCODER_TAPS = (1, 2, 3)  # MobileNetV2 taps at strides 8, 16, 32
@@ -70,19 +71,28 @@ def norm_groups(channels: int, most: int = 32) -> int:
     return max(g for g in range(1, most + 1) if channels % g == 0 and channels // g >= 2 or g == 1)
 
 
-def _tower(channels: int, depth: int) -> nn.Sequential:
+def _tower(channels: int, depth: int, conv: str = "full") -> nn.Sequential:
     """`depth` x (3x3 conv, GroupNorm, ReLU), initialised as torchvision's heads do (N(0, 0.01), bias 0).
 
-    GroupNorm with `norm_groups(channels)` groups: torchvision's 32 need widths divisible by 32, and
-    compound-scaled widths (88, 120) are only multiples of 8.
+    `conv="separable"`: each 3x3 conv is depthwise 3x3 then pointwise 1x1 (EfficientDet's class and box
+    nets, google/automl `separable_conv=True`), about channels/9 of the full conv's MACs; the pointwise
+    conv gets the N(0, 0.01) init. GroupNorm with `norm_groups(channels)` groups: torchvision's 32 need
+    widths divisible by 32, and compound-scaled widths (88, 120) are only multiples of 8.
     """
+    if conv not in HEAD_CONVS:
+        raise ValueError(f"head conv must be one of {', '.join(HEAD_CONVS)}, got {conv!r}")
     norm = partial(nn.GroupNorm, norm_groups(channels))
     layers: list[nn.Module] = []
     for _ in range(depth):
-        conv = nn.Conv2d(channels, channels, 3, padding=1)
-        nn.init.normal_(conv.weight, std=0.01)
-        nn.init.constant_(conv.bias, 0)
-        layers += [conv, norm(channels), nn.ReLU()]
+        if conv == "full":
+            mix = nn.Conv2d(channels, channels, 3, padding=1)
+            layers.append(mix)
+        else:
+            mix = nn.Conv2d(channels, channels, 1)
+            layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), mix]
+        nn.init.normal_(mix.weight, std=0.01)
+        nn.init.constant_(mix.bias, 0)
+        layers += [norm(channels), nn.ReLU()]
     return nn.Sequential(*layers)
 
 
@@ -93,10 +103,12 @@ def retinanet_anchor_generator(strides: Sequence[int], anchor_scale: float = 4.0
 
 
 class Detector(nn.Module):
-    """MobileNetV2 encoder -> FPN or BiFPN (P3-P7, `width` channels) -> RetinaNet or FCOS head."""
+    """MobileNetV2 encoder (`backbone_width`: its width multiplier) -> FPN or BiFPN (P3-P7, `width`
+    channels) -> RetinaNet or FCOS head (`head_conv`: the towers' full or depthwise-separable convs)."""
 
     def __init__(self, *, num_classes: int, neck: str = "fpn", width: int = 64, neck_repeats: int = 3,
-                 fusion: str = "fast", head: str = DEFAULT_HEAD, head_depth: int = 4, anchor_scale: float = 4.0):
+                 fusion: str = "fast", head: str = DEFAULT_HEAD, head_depth: int = 4, anchor_scale: float = 4.0,
+                 backbone_width: float = 1.0, head_conv: str = "full"):
         super().__init__()
         if neck not in NECKS:
             raise ValueError(f"neck must be one of {', '.join(NECKS)}, got {neck!r}")
@@ -105,7 +117,7 @@ class Detector(nn.Module):
         if num_classes < 1 or width < 8 or head_depth < 1:
             raise ValueError(f"need num_classes >= 1, width >= 8, head_depth >= 1; got {num_classes}, {width}, {head_depth}")
         self.num_classes, self.head_kind = num_classes, head
-        self.encoder = MobileNetV2Encoder(taps=ENCODER_TAPS)
+        self.encoder = MobileNetV2Encoder(taps=ENCODER_TAPS, width_mult=backbone_width)
         in_channels = [self.encoder.feature_info[t].channels for t in ENCODER_TAPS]
         self.neck = (FPN(in_channels, width) if neck == "fpn"
                      else BiFPN(in_channels, width, repeats=neck_repeats, fusion=fusion))
@@ -126,7 +138,7 @@ class Detector(nn.Module):
             self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
             self.raw_names = ("cls_logits", "bbox_regression", "bbox_ctrness")
         for part in (self.head.classification_head, self.head.regression_head):
-            part.conv = _tower(width, head_depth)
+            part.conv = _tower(width, head_depth, head_conv)
             # torchvision's RetinaNet heads rename `conv.{2i}.*` keys of "version 1" state dicts on load, and a
             # state dict saved as a plain dict has no version: our towers' keys must load as they are.
             part._load_from_state_dict = MethodType(nn.Module._load_from_state_dict, part)
@@ -288,10 +300,12 @@ def mobilenetv2_bifpn(*, num_classes: int, width: int = 64, neck_repeats: int = 
 
 
 def efficientdet(*, num_classes: int, width: int = 64, neck_repeats: int = 3, head_depth: int = 3,
-                 fusion: str = "fast", head: str = DEFAULT_HEAD, anchor_scale: float = 4.0) -> Detector:
+                 fusion: str = "fast", head: str = DEFAULT_HEAD, anchor_scale: float = 4.0,
+                 backbone_width: float = 1.0, head_conv: str = "full") -> Detector:
     """The compound-scaled detector: kwargs from `nascli.spaces.efficientdet.efficientdet_kwargs(encoding)`."""
     return Detector(num_classes=num_classes, neck="bifpn", width=width, neck_repeats=neck_repeats, fusion=fusion,
-                    head=head, head_depth=head_depth, anchor_scale=anchor_scale)
+                    head=head, head_depth=head_depth, anchor_scale=anchor_scale, backbone_width=backbone_width,
+                    head_conv=head_conv)
 
 
 def ssdlite320_mobilenet_v3_large(*, num_classes: int) -> SSDliteDetector:
