@@ -115,15 +115,15 @@ def test_space_module_imports_no_torch():
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
 
 
-def _propose_in(space, strategy, seen, index):
+def _propose_in(space, strategy, seen, index, max_latency_ms=None, cost=lambda e: {}, infeasible=None):
     from types import SimpleNamespace
 
     from nascli.steps.search import _propose
 
     recipe = SimpleNamespace(seed=0, search=SimpleNamespace(max_retries=50, max_macs=None, max_params=None,
-                                                            max_latency_ms=None))
+                                                            max_latency_ms=max_latency_ms))
     stats = {"duplicates": 0, "rejected": 0}
-    proposal, _ = _propose(strategy, space, SimpleNamespace(cost=lambda e: {}), recipe, index, seen, stats)
+    proposal, _ = _propose(strategy, space, SimpleNamespace(cost=cost), recipe, index, seen, stats, infeasible)
     return proposal, stats
 
 
@@ -180,3 +180,33 @@ def test_backbone_width_is_a_searched_choice_that_builds_a_narrower_encoder():
         EfficientDetConfig(head_conv="dw")
     with pytest.raises(ValueError, match="backbone widths"):
         EfficientDetConfig(backbone_widths=[0])
+
+
+def test_a_budget_that_leaves_few_networks_gets_them_swept_then_the_search_ends():
+    from nascli.errors import ConfigError
+    from nascli.strategies.evolution import AdelaideEA
+
+    space = EfficientDetSpace(max_phi=2, width_ratios=(1.5,), depth_steps=(0.5,), res_steps=(0, 32),
+                              backbone_widths=(0.5,))
+    fits = {"phi0-b0.5", "phi1-r0-b0.5", "phi1-d0.5-r0-b0.5"}
+    assert fits < set(space.enumerate()) and len(space.enumerate()) > 20
+    measured = []
+
+    def cost(code):
+        measured.append(code)
+        return {"latency_ms": 3.0 if code in fits else 9.0}
+
+    strategy = AdelaideEA(space, random_samples=2, mutate_samples=6, objectives=["map", "latency"])
+    seen, infeasible, index, phases = set(), {}, 0, []
+    while True:
+        proposal, stats = _propose_in(space, strategy, seen, index, 3.7, cost, infeasible)
+        if proposal is None:
+            break
+        seen.add(proposal.encoding)
+        phases.append(proposal.phase)
+        strategy.tell({"status": "ok", "encoding": proposal.encoding, "mAP": 0.1 * index, "latency_ms": 3.0})
+        index += 1
+    assert seen == fits and stats["exhausted"]  # all three, then the end instead of an error
+    assert len(measured) == len(set(measured))  # a rejected network is not measured again
+    with pytest.raises(ConfigError, match="smallest latency_ms seen 3"):  # nothing fits at all: still an error
+        _propose_in(space, AdelaideEA(space, 2, 6, ["map", "latency"]), set(), 0, 1.0, cost, {})

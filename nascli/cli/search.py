@@ -152,7 +152,7 @@ def _report(result, cfg, json_out: bool) -> None:
         extra = f"; {failed} failed" if failed else ""
         extra += f"; {result.stats['rejected']} proposals rejected by constraints" if result.stats.get("rejected") else ""
         extra += f"; {len(flagged)} degenerate (skipped by train's default pick)" if flagged else ""
-        extra += "; the space is exhausted (every network in it was evaluated)" if result.stats.get("exhausted") else ""
+        extra += "; the space is exhausted (every network in it that meets the constraints was evaluated)" if result.stats.get("exhausted") else ""
         console.say(f"{len(result.records)} candidates in {result.result_csv}{extra} "
                     f"({result.seconds:.0f} s this session)")
     if ok and len(flagged) == len(ok):

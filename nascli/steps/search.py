@@ -287,6 +287,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
     proposals_path = sdir / PROPOSALS_FILE
     logged = logged_proposals(proposals_path, records)
     seen = {r["encoding"] for r in records} | {p["encoding"] for p in logged.values()}
+    infeasible: dict[str, tuple[str, float]] = {}  # this session's rejected proposals: not measured twice
     pending: dict[int, tuple] = {}  # index -> (proposal, cost, a Pending, or the recovered record)
     recovered = 0
     executor_started = False
@@ -298,7 +299,7 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
                 if index in logged:  # proposed before a crash, never recorded: run it as logged, not asked again
                     proposal, cost = _logged(logged[index])
                 else:
-                    proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats)
+                    proposal, cost = _propose(strategy, space, evaluator, recipe, index, seen, stats, infeasible)
                     if proposal is None:
                         break
                     seen.add(proposal.encoding)
@@ -342,15 +343,35 @@ def _search(recipe: Recipe, run_dir: RunDir, encoder_source: Path | None, progre
 
 
 def _propose(strategy, space, evaluator: CandidateEvaluator, recipe: Recipe, index: int,
-             seen: set[str], stats: dict):
-    """The next new, feasible proposal (or None when the budget is spent or the space has no network left
-    to propose); bounded retries."""
+             seen: set[str], stats: dict, infeasible: dict | None = None):
+    """The next new, feasible proposal (or None when the budget is spent or the space has no feasible
+    network left to propose); bounded retries.
+
+    A space that can enumerate itself (EfficientDet's: tens of networks) is swept in order when the
+    strategy's retries find nothing new and feasible, so a tight budget that leaves a few networks
+    still gets them evaluated, and the search ends ("exhausted") when none is left.
+    """
     s = recipe.search
-    if hasattr(space, "enumerate") and seen >= set(space.enumerate()):  # a small space (EfficientDet's), all seen
+    infeasible = {} if infeasible is None else infeasible
+    everything = set(space.enumerate()) if hasattr(space, "enumerate") else None
+    if everything is not None and seen and seen | set(infeasible) >= everything:
         stats["exhausted"] = True
         return None, None
     rng = random.Random(derive_seed(recipe.seed, index))
     smallest: dict[str, float] = {}
+
+    def feasible(code: str):
+        if code not in infeasible:
+            cost = evaluator.cost(code)
+            violated = _violation(cost, s)
+            if violated is None:
+                return cost
+            infeasible[code] = violated
+        stats["rejected"] += 1
+        key, value = infeasible[code]
+        smallest[key] = min(smallest.get(key, math.inf), value)
+        return None
+
     for _ in range(s.max_retries):
         proposal = strategy.ask(index, rng)
         if proposal is None:
@@ -359,13 +380,18 @@ def _propose(strategy, space, evaluator: CandidateEvaluator, recipe: Recipe, ind
         if proposal.encoding in seen:
             stats["duplicates"] += 1
             continue
-        cost = evaluator.cost(proposal.encoding)
-        violated = _violation(cost, s)
-        if violated is None:
+        cost = feasible(proposal.encoding)
+        if cost is not None:
             return proposal, cost
-        stats["rejected"] += 1
-        key, value = violated
-        smallest[key] = min(smallest.get(key, math.inf), value)
+    if everything is not None:
+        for code in space.enumerate():  # in the space's order (smallest phi first): deterministic
+            if code not in seen and code not in infeasible:
+                cost = feasible(code)
+                if cost is not None:
+                    return Proposal(code, "sweep"), cost
+        if seen:  # something was evaluated: the search ends with it; with nothing, the error below
+            stats["exhausted"] = True
+            return None, None
     detail = ", ".join(f"smallest {k} seen {v:.4g}" for k, v in smallest.items())
     raise ConfigError(f"no new candidate satisfying the constraints after {s.max_retries} tries for candidate {index}"
                       + (f" ({detail})" if detail else " (every proposal was a duplicate)"),
