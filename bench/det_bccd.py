@@ -120,7 +120,7 @@ def main() -> None:
         row = _kept(partial, partial_file, label, lambda lb=label, e=member["encoding"]: trained(
             run, lb, t, marks, log, "--recipe", args.recipe, "--encoding", e))
         rows.append({**row, "model": f"searched {member['encoding']}"})
-    _retime(rows, out, args.recipe, t)
+    _retime(rows, out, args.recipe, args.search_recipe, t)
     _plot(result, front, rows, out, args.name)
     base = next(r for r in rows if r["model"] == GOAL_BASELINE)
     wins = [r for r in rows if r["model"].startswith("searched") and r["val mAP"] > base["val mAP"]
@@ -148,7 +148,7 @@ Front and baselines: `bench/results/{args.name}_front.png`. Goal (a searched mod
     print(md)
 
 
-def _retime(rows: list[dict], out: Path, recipe: Path, threads: list[str], rounds: int = 3) -> None:
+def _retime(rows: list[dict], out: Path, recipe: Path, search_recipe: Path, threads: list[str], rounds: int = 3) -> None:
     """Time every model's ONNX Runtime latency again, in turn, so the goal's comparison sees one machine state.
 
     The architectures are rebuilt with random weights (latency does not depend on them), so this works
@@ -158,10 +158,11 @@ def _retime(rows: list[dict], out: Path, recipe: Path, threads: list[str], round
     times: list[list[float]] = [[] for _ in rows]
     for _ in range(rounds):
         for i, row in enumerate(rows):
-            arch = (["--encoding", row["model"].split(" ", 1)[1]] if row["model"].startswith("searched ")
-                    else ["--model", row["model"]])
+            searched = row["model"].startswith("searched ")  # its encoding means what the search recipe's space says
+            arch = ["--encoding", row["model"].split(" ", 1)[1]] if searched else ["--model", row["model"]]
             classes = sum(k.startswith("AP ") for k in row)  # one per-class AP column per class
-            prof = json.loads(nascli("profile", "-r", out / "retime", "--recipe", recipe, *arch, "--num-classes",
+            prof = json.loads(nascli("profile", "-r", out / ("retime-searched" if searched else "retime"),
+                                     "--recipe", search_recipe if searched else recipe, *arch, "--num-classes",
                                      classes, "--input-size", row["input"], "--json", *threads).stdout)
             times[i].append(prof["onnxruntime"]["median_ms"])
     for row, ms in zip(rows, times):
