@@ -27,7 +27,7 @@ from nascli.engine.loops import DivergedError, make_optimizer, make_scheduler, r
 from nascli.engine.losses import with_min_steps
 from nascli.seeding import derive_seed
 from nascli.tasks import get_task
-from nascli.zoo.backbones import load_encoder_weights
+from nascli.zoo.backbones import load_encoder_weights, takes_encoder_weights
 from nascli.zoo.registry import create_model
 
 BN_BATCHES = 16  # training batches (augmented) that re-estimate BN statistics before validation
@@ -109,7 +109,7 @@ class DetectionCandidateEvaluator:
                                               max_val=self.cfg.max_val_images)
         torch.manual_seed(run_seed)
         model = create_model(spec["name"], **spec["kwargs"])
-        if self.encoder_state is not None and getattr(getattr(model, "encoder", None), "width_mult", None) == 1.0:
+        if self.encoder_state is not None and hasattr(model, "encoder") and takes_encoder_weights(model.encoder):
             load_encoder_weights(model.encoder, self.encoder_state)  # other backbone widths start from random weights
         model.to(self.device)
         try:

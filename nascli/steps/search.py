@@ -353,8 +353,8 @@ def _propose(strategy, space, evaluator: CandidateEvaluator, recipe: Recipe, ind
     """
     s = recipe.search
     infeasible = {} if infeasible is None else infeasible
-    everything = set(space.enumerate()) if hasattr(space, "enumerate") else None
-    if everything is not None and seen and seen | set(infeasible) >= everything:
+    order = space.enumerate() if hasattr(space, "enumerate") else None  # the sweep's order, smallest phi first
+    if order is not None and seen and seen | set(infeasible) >= set(order):
         stats["exhausted"] = True
         return None, None
     rng = random.Random(derive_seed(recipe.seed, index))
@@ -383,8 +383,8 @@ def _propose(strategy, space, evaluator: CandidateEvaluator, recipe: Recipe, ind
         cost = feasible(proposal.encoding)
         if cost is not None:
             return proposal, cost
-    if everything is not None:
-        for code in space.enumerate():  # in the space's order (smallest phi first): deterministic
+    if order is not None:
+        for code in order:
             if code not in seen and code not in infeasible:
                 cost = feasible(code)
                 if cost is not None:

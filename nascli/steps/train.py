@@ -66,7 +66,7 @@ from nascli.steps.common import (
 )
 from nascli.steps.trained import latest_label, model_label, set_latest, train_dir
 from nascli.tasks import task_of
-from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights
+from nascli.zoo.backbones import encoder_state_dict, load_encoder_weights, takes_encoder_weights
 from nascli.zoo.registry import NEEDS_ENCODING, OWN_ENCODER, check_name, create_model, model_task
 
 log = logging.getLogger(__name__)
@@ -371,10 +371,9 @@ def _init_encoder(net: torch.nn.Module, source: ModelSource, enc: tuple[dict, st
                     "gives a far better model")
         return None
     state, origin = enc
-    width = getattr(net.encoder, "width_mult", 1.0)
-    if width != 1.0:
+    if not takes_encoder_weights(net.encoder):
         log.warning("the backbone is MobileNetV2 at width %g: encoder weights (%s) exist only at width 1.0, so it "
-                    "starts from random weights", width, origin)
+                    "starts from random weights", net.encoder.width_mult, origin)
         return None
     try:
         load_encoder_weights(net.encoder, state)

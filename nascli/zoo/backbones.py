@@ -58,6 +58,11 @@ class MobileNetV2Encoder(nn.Module):
         return outs
 
 
+def takes_encoder_weights(encoder: nn.Module) -> bool:
+    """Whether saved encoder weights (pretrain-backbone's, a search's) fit: they exist only at width 1.0."""
+    return getattr(encoder, "width_mult", 1.0) == 1.0
+
+
 def encoder_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Keep the `features.0`..`features.17` entries of a torchvision MobileNetV2 (or encoder) state dict."""
     out = {}
