@@ -153,7 +153,7 @@ def _efficientdet_spec(recipe, code: str) -> dict:
 
     ed = recipe.efficientdet
     return efficientdet_kwargs(code, fusion=ed.fusion, head_conv=ed.head_conv, anchor_scale=ed.anchor_scale,
-                               space=ed.space())
+                               head_norm=ed.head_norm, box_loss=ed.box_loss, space=ed.space())
 
 
 def _efficientdet_kwargs(recipe, code: str, num_classes: int) -> dict:

@@ -24,14 +24,18 @@ def _spread_scores(model: torch.nn.Module) -> None:
 
 def _model(name: str):
     torch.manual_seed(0)
-    if name == "efficientdet":
-        kw = efficientdet_kwargs("phi0", base_size=64)
-        model = create_model(name, num_classes=3, **kw["model"])
+    if name.startswith("efficientdet"):
+        batch_norm = name == "efficientdet-batchnorm"
+        kw = efficientdet_kwargs("phi0", base_size=64, head_norm="batch" if batch_norm else "group")
+        model = create_model("efficientdet", num_classes=3, **kw["model"])
+        if batch_norm:  # running statistics of their own per level, so the exported BatchNorms are not identities
+            with torch.no_grad():
+                model.train()(seeded_input(tuple(kw["input_size"]), batch=4) * 3 + 1)
         return model.eval(), tuple(kw["input_size"])
     return create_model(name, num_classes=3, width=32).eval(), (64, 64)
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_fpn", "efficientdet"])
+@pytest.mark.parametrize("name", ["mobilenetv2_fpn", "efficientdet", "efficientdet-batchnorm"])
 def test_onnx_runtime_matches_pytorch_on_raw_outputs_and_detections(name):
     model, size = _model(name)
     _spread_scores(model)

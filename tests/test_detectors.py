@@ -106,6 +106,35 @@ def test_fcos_head_and_unknown_choices():
         Detector(num_classes=2, neck="nasfpn")
 
 
+def test_batchnorm_head_keeps_one_norm_per_level_and_the_box_loss_is_selectable():
+    torch.manual_seed(0)
+    model = Detector(num_classes=NUM_CLASSES, neck="bifpn", width=16, neck_repeats=2, head_depth=2,
+                     head_conv="separable", head_norm="batch", box_loss="giou").train()
+    size = (64, 64)
+    raw = model(torch.randn(2, 3, *size))
+    assert isinstance(model.head.classification_head.conv, torch.nn.Identity)
+    norms = model.level_towers["cls"].norms
+    assert len(norms) == 2 and all(len(per_level) == 5 for per_level in norms)  # head_depth x levels P3-P7
+    means = [bn.running_mean for bn in norms[0]]
+    assert all(not torch.allclose(means[0], m) for m in means[1:])  # each level its own statistics
+    losses = model.loss(raw, _targets(size), size)
+    assert model.head.regression_head._loss_type == "giou"
+    l1 = Detector(num_classes=NUM_CLASSES, neck="bifpn", width=16, neck_repeats=2, head_depth=2,
+                  head_conv="separable", head_norm="batch")
+    l1.load_state_dict(model.state_dict())
+    l1_losses = l1.loss(raw, _targets(size), size)
+    assert torch.equal(l1_losses["classification"], losses["classification"])
+    assert not torch.allclose(l1_losses["bbox_regression"], losses["bbox_regression"])
+    sum(losses.values()).backward()
+    assert model.level_towers["box"].convs[0][1].weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="head_norm must be one of"):
+        Detector(num_classes=2, head_norm="layer")
+    with pytest.raises(ValueError, match="box_loss must be one of"):
+        Detector(num_classes=2, box_loss="iou")
+    with pytest.raises(ValueError, match="FCOS"):
+        Detector(num_classes=2, head="fcos", box_loss="giou")
+
+
 def test_ssdlite_is_torchvisions_with_background_class():
     model = SSDliteDetector(num_classes=2)
     assert model.head.classification_head.module_list[0][-1].out_channels % 3 == 0  # (2 + background) per box

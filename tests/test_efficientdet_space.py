@@ -178,6 +178,14 @@ def test_backbone_width_is_a_searched_choice_that_builds_a_narrower_encoder():
     assert detectors.HEAD_CONVS == __import__("nascli.spaces.efficientdet", fromlist=["x"]).HEAD_CONVS
     with pytest.raises(ValueError, match="head_conv"):
         EfficientDetConfig(head_conv="dw")
+    assert detectors.HEAD_NORMS == __import__("nascli.spaces.efficientdet", fromlist=["x"]).HEAD_NORMS
+    assert detectors.BOX_LOSSES == __import__("nascli.spaces.efficientdet", fromlist=["x"]).BOX_LOSSES
+    assert efficientdet_kwargs("phi0", space=space, head_norm="batch", box_loss="giou")["model"] == {
+        "width": 64, "neck_repeats": 2, "head_depth": 2, "fusion": "fast", "head_norm": "batch", "box_loss": "giou"}
+    with pytest.raises(ValueError, match="head_norm"):
+        EfficientDetConfig(head_norm="layer")
+    with pytest.raises(ValueError, match="box_loss"):
+        EfficientDetConfig(box_loss="iou")
     with pytest.raises(ValueError, match="backbone widths"):
         EfficientDetConfig(backbone_widths=[0])
 

@@ -46,6 +46,8 @@ DEFAULT_BACKBONE_WIDTH = 1.0
 BASE_DEPTH, BASE_HEAD_DEPTH = 3, 3
 FUSIONS = ("fast", "softmax", "sum")
 HEAD_CONVS = ("full", "separable")  # nascli.zoo.detectors.HEAD_CONVS (this module imports no torch)
+HEAD_NORMS = ("group", "batch")  # nascli.zoo.detectors.HEAD_NORMS and BOX_LOSSES, likewise
+BOX_LOSSES = ("l1", "smooth_l1", "giou", "diou", "ciou")
 _NUMBER = re.compile(r"^\d+(\.\d+)?$")
 _FIELDS = ("phi", "width_ratio", "depth_step", "res_step", "backbone_width")
 _PREFIX = {"w": "width_ratio", "d": "depth_step", "r": "res_step", "b": "backbone_width"}
@@ -257,6 +259,8 @@ class EfficientDetConfig(BaseModel):
     fusion: str = "fast"
     head_conv: str = "full"     # "separable": EfficientDet's depthwise-separable class/box nets
     anchor_scale: float = Field(4.0, gt=0)  # RetinaNet's: anchors 4 x stride at each level; 2 for small objects
+    head_norm: str = "group"    # "batch": EfficientDet's per-level BatchNorm (folds into the convs at export)
+    box_loss: str = "l1"        # torchvision RetinaNet's; "giou" etc. regress decoded boxes
 
     @model_validator(mode="after")
     def _check(self) -> "EfficientDetConfig":
@@ -264,6 +268,10 @@ class EfficientDetConfig(BaseModel):
             raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, got {self.fusion!r}")
         if self.head_conv not in HEAD_CONVS:
             raise ValueError(f"head_conv must be one of {', '.join(HEAD_CONVS)}, got {self.head_conv!r}")
+        if self.head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {', '.join(HEAD_NORMS)}, got {self.head_norm!r}")
+        if self.box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {self.box_loss!r}")
         if min(self.width_ratios) <= 0 or min(self.depth_steps) < 0 or min(self.res_steps) < 0:
             raise ValueError("width ratios must be > 0, depth and input steps >= 0")
         if min(self.backbone_widths) <= 0:
@@ -279,7 +287,8 @@ class EfficientDetConfig(BaseModel):
 
 
 def efficientdet_kwargs(encoding: str, *, fusion: str = "fast", head_conv: str = "full", anchor_scale: float = 4.0,
-                        space: EfficientDetSpace | None = None, **space_settings) -> dict:
+                        head_norm: str = "group", box_loss: str = "l1", space: EfficientDetSpace | None = None,
+                        **space_settings) -> dict:
     """`{"model": kwargs of the registry's `efficientdet` builder (less num_classes), "input_size": [s, s]}`.
 
     `space` (or `space_settings`, EfficientDetSpace's keywords: base_width, base_size, res_step, ...)
@@ -290,11 +299,15 @@ def efficientdet_kwargs(encoding: str, *, fusion: str = "fast", head_conv: str =
         raise EncodingError(f"fusion must be one of {', '.join(FUSIONS)}, got {fusion!r}")
     if head_conv not in HEAD_CONVS:
         raise EncodingError(f"head_conv must be one of {', '.join(HEAD_CONVS)}, got {head_conv!r}")
+    if head_norm not in HEAD_NORMS or box_loss not in BOX_LOSSES:
+        raise EncodingError(f"head_norm must be one of {', '.join(HEAD_NORMS)} and box_loss one of "
+                            f"{', '.join(BOX_LOSSES)}; got {head_norm!r}, {box_loss!r}")
     space = space or EfficientDetSpace(**space_settings)
     z = space.scaled(encoding)
     model: dict = {"width": z.width, "neck_repeats": z.neck_repeats, "head_depth": z.head_depth, "fusion": fusion}
     for key, value, default in (("backbone_width", z.backbone_width, DEFAULT_BACKBONE_WIDTH),
-                                ("head_conv", head_conv, "full"), ("anchor_scale", float(anchor_scale), 4.0)):
+                                ("head_conv", head_conv, "full"), ("anchor_scale", float(anchor_scale), 4.0),
+                                ("head_norm", head_norm, "group"), ("box_loss", box_loss, "l1")):
         if value != default:
             model[key] = value
     return {"model": model, "input_size": [z.input_size, z.input_size]}

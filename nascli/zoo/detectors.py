@@ -60,6 +60,8 @@ from nascli.zoo.necks import LEVELS, BiFPN, FPN, level_sizes
 
 HEADS = ("retinanet", "fcos")
 HEAD_CONVS = ("full", "separable")
+HEAD_NORMS = ("group", "batch")
+BOX_LOSSES = ("l1", "smooth_l1", "giou", "diou", "ciou")  # torchvision's `_box_loss` kinds
 NECKS = ("fpn", "bifpn")
 DEFAULT_HEAD = "retinanet"
 ENCODER_TAPS = (1, 2, 3)  # MobileNetV2 taps at strides 8, 16, 32
@@ -71,29 +73,56 @@ def norm_groups(channels: int, most: int = 32) -> int:
     return max(g for g in range(1, most + 1) if channels % g == 0 and channels // g >= 2 or g == 1)
 
 
-def _tower(channels: int, depth: int, conv: str = "full") -> nn.Sequential:
-    """`depth` x (3x3 conv, GroupNorm, ReLU), initialised as torchvision's heads do (N(0, 0.01), bias 0).
+def _tower_convs(channels: int, depth: int, conv: str) -> list[nn.Module]:
+    """`depth` 3x3 convs, full or depthwise-separable, initialised as torchvision's heads do (N(0, 0.01), bias 0).
 
     `conv="separable"`: each 3x3 conv is depthwise 3x3 then pointwise 1x1 (EfficientDet's class and box
     nets, google/automl `separable_conv=True`), about channels/9 of the full conv's MACs; the pointwise
-    conv gets the N(0, 0.01) init. GroupNorm with `norm_groups(channels)` groups: torchvision's 32 need
-    widths divisible by 32, and compound-scaled widths (88, 120) are only multiples of 8.
+    conv gets the N(0, 0.01) init.
     """
     if conv not in HEAD_CONVS:
         raise ValueError(f"head conv must be one of {', '.join(HEAD_CONVS)}, got {conv!r}")
-    norm = partial(nn.GroupNorm, norm_groups(channels))
-    layers: list[nn.Module] = []
+    convs: list[nn.Module] = []
     for _ in range(depth):
         if conv == "full":
             mix = nn.Conv2d(channels, channels, 3, padding=1)
-            layers.append(mix)
+            convs.append(mix)
         else:
             mix = nn.Conv2d(channels, channels, 1)
-            layers += [nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), mix]
+            convs.append(nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False), mix))
         nn.init.normal_(mix.weight, std=0.01)
         nn.init.constant_(mix.bias, 0)
-        layers += [norm(channels), nn.ReLU()]
+    return convs
+
+
+def _tower(channels: int, depth: int, conv: str = "full") -> nn.Sequential:
+    """`depth` x (3x3 conv, GroupNorm, ReLU), the same module applied to every level (torchvision's heads).
+
+    GroupNorm with `norm_groups(channels)` groups: torchvision's 32 need widths divisible by 32, and
+    compound-scaled widths (88, 120) are only multiples of 8. (The layer layout, a flat Sequential with
+    the separable conv's two convs side by side, is what earlier checkpoints hold.)
+    """
+    layers: list[nn.Module] = []
+    for c in _tower_convs(channels, depth, conv):
+        layers += [*(c if isinstance(c, nn.Sequential) else [c]), nn.GroupNorm(norm_groups(channels), channels), nn.ReLU()]
     return nn.Sequential(*layers)
+
+
+class LevelTower(nn.Module):
+    """`depth` x (3x3 conv, BatchNorm, ReLU) with the convs shared by every pyramid level and one BatchNorm
+    per level and conv: EfficientDet's class/box nets (google/automl keeps a BN per level because feature
+    statistics differ from level to level). BatchNorm folds into the convs at export, where GroupNorm
+    costs about a third of a small head's ONNX Runtime time (BENCHMARKS.md, BCCD)."""
+
+    def __init__(self, channels: int, depth: int, conv: str, levels: int):
+        super().__init__()
+        self.convs = nn.ModuleList(_tower_convs(channels, depth, conv))
+        self.norms = nn.ModuleList(nn.ModuleList(nn.BatchNorm2d(channels) for _ in range(levels)) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        for conv, norms in zip(self.convs, self.norms):
+            x = torch.relu(norms[level](conv(x)))
+        return x
 
 
 def retinanet_anchor_generator(strides: Sequence[int], anchor_scale: float = 4.0) -> AnchorGenerator:
@@ -104,16 +133,24 @@ def retinanet_anchor_generator(strides: Sequence[int], anchor_scale: float = 4.0
 
 class Detector(nn.Module):
     """MobileNetV2 encoder (`backbone_width`: its width multiplier) -> FPN or BiFPN (P3-P7, `width`
-    channels) -> RetinaNet or FCOS head (`head_conv`: the towers' full or depthwise-separable convs)."""
+    channels) -> RetinaNet or FCOS head (`head_conv`: the towers' full or depthwise-separable convs;
+    `head_norm`: torchvision's shared GroupNorm towers or EfficientDet's per-level BatchNorm;
+    `box_loss`: the RetinaNet head's box regression loss, torchvision's default L1 on encoded deltas or
+    an IoU loss on decoded boxes)."""
 
     def __init__(self, *, num_classes: int, neck: str = "fpn", width: int = 64, neck_repeats: int = 3,
                  fusion: str = "fast", head: str = DEFAULT_HEAD, head_depth: int = 4, anchor_scale: float = 4.0,
-                 backbone_width: float = 1.0, head_conv: str = "full"):
+                 backbone_width: float = 1.0, head_conv: str = "full", head_norm: str = "group",
+                 box_loss: str = "l1"):
         super().__init__()
         if neck not in NECKS:
             raise ValueError(f"neck must be one of {', '.join(NECKS)}, got {neck!r}")
         if head not in HEADS:
             raise ValueError(f"head must be one of {', '.join(HEADS)}, got {head!r}")
+        if head_norm not in HEAD_NORMS:
+            raise ValueError(f"head_norm must be one of {', '.join(HEAD_NORMS)}, got {head_norm!r}")
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {', '.join(BOX_LOSSES)}, got {box_loss!r}")
         if num_classes < 1 or width < 8 or head_depth < 1:
             raise ValueError(f"need num_classes >= 1, width >= 8, head_depth >= 1; got {num_classes}, {width}, {head_depth}")
         self.num_classes, self.head_kind = num_classes, head
@@ -129,16 +166,23 @@ class Detector(nn.Module):
             self.head = RetinaNetHead(width, self.anchor_generator.num_anchors_per_location()[0], num_classes)
             self.proposal_matcher = det_utils.Matcher(0.5, 0.4, allow_low_quality_matches=True)
             self.box_coder = det_utils.BoxCoder(weights=(1.0, 1.0, 1.0, 1.0))
+            self.head.regression_head._loss_type = box_loss
             self.raw_names: tuple[str, ...] = ("cls_logits", "bbox_regression")
         else:
+            if box_loss != "l1":
+                raise ValueError("box_loss applies to the RetinaNet head; FCOS's is GIoU already")
             # FCOS: one "anchor" per location, as big as its stride (torchvision's FCOS default).
             self.anchor_generator = AnchorGenerator(tuple((s,) for s in self.strides), ((1.0,),) * len(self.strides))
             self.head = FCOSHead(width, 1, num_classes, num_convs=0)  # towers below: its GroupNorm(32) needs width % 32
             self.center_sampling_radius = 1.5
             self.box_coder = det_utils.BoxLinearCoder(normalize_by_size=True)
             self.raw_names = ("cls_logits", "bbox_regression", "bbox_ctrness")
+        # Per-level towers run before the head's parts (whose own `conv` is then the identity).
+        self.level_towers = (nn.ModuleDict({"cls": LevelTower(width, head_depth, head_conv, len(LEVELS)),
+                                            "box": LevelTower(width, head_depth, head_conv, len(LEVELS))})
+                             if head_norm == "batch" else None)
         for part in (self.head.classification_head, self.head.regression_head):
-            part.conv = _tower(width, head_depth, head_conv)
+            part.conv = _tower(width, head_depth, head_conv) if head_norm == "group" else nn.Identity()
             # torchvision's RetinaNet heads rename `conv.{2i}.*` keys of "version 1" state dicts on load, and a
             # state dict saved as a plain dict has no version: our towers' keys must load as they are.
             part._load_from_state_dict = MethodType(nn.Module._load_from_state_dict, part)
@@ -149,7 +193,17 @@ class Detector(nn.Module):
         return list(self.neck([taps[t] for t in ENCODER_TAPS]).values())
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = self.head(self.features(images))
+        feats = self.features(images)
+        if self.level_towers is None:
+            out = self.head(feats)
+        else:
+            cls, box = self.level_towers["cls"], self.level_towers["box"]
+            out = {"cls_logits": self.head.classification_head([cls(f, i) for i, f in enumerate(feats)])}
+            reg = self.head.regression_head([box(f, i) for i, f in enumerate(feats)])
+            if self.head_kind == "fcos":
+                out["bbox_regression"], out["bbox_ctrness"] = reg
+            else:
+                out["bbox_regression"] = reg
         return {k: out[k] for k in self.raw_names}
 
     def level_sizes(self, image_size: Sequence[int]) -> list[tuple[int, int]]:
@@ -301,11 +355,12 @@ def mobilenetv2_bifpn(*, num_classes: int, width: int = 64, neck_repeats: int = 
 
 def efficientdet(*, num_classes: int, width: int = 64, neck_repeats: int = 3, head_depth: int = 3,
                  fusion: str = "fast", head: str = DEFAULT_HEAD, anchor_scale: float = 4.0,
-                 backbone_width: float = 1.0, head_conv: str = "full") -> Detector:
+                 backbone_width: float = 1.0, head_conv: str = "full", head_norm: str = "group",
+                 box_loss: str = "l1") -> Detector:
     """The compound-scaled detector: kwargs from `nascli.spaces.efficientdet.efficientdet_kwargs(encoding)`."""
     return Detector(num_classes=num_classes, neck="bifpn", width=width, neck_repeats=neck_repeats, fusion=fusion,
                     head=head, head_depth=head_depth, anchor_scale=anchor_scale, backbone_width=backbone_width,
-                    head_conv=head_conv)
+                    head_conv=head_conv, head_norm=head_norm, box_loss=box_loss)
 
 
 def ssdlite320_mobilenet_v3_large(*, num_classes: int) -> SSDliteDetector:
