@@ -40,7 +40,6 @@ weights either way).
 from __future__ import annotations
 
 import math
-from functools import partial
 from types import MethodType, SimpleNamespace
 from typing import Any, Mapping, Sequence
 
